@@ -1,0 +1,30 @@
+"""kimi-free-api: an OpenAI-compatible API in front of your own Kimi web chat accounts."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from .cors import init_cors
+from .error_handlers import init_error_handlers
+from .service import KimiService
+from .settings import Settings
+
+__version__ = "0.1.0"
+
+
+def create_app(settings: Settings | None = None, service: KimiService | None = None) -> Flask:
+    """Build the app. Tests pass their own settings; deployments read the environment."""
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    app.json.ensure_ascii = False
+    app.extensions["kimi"] = service or KimiService(settings)
+    init_cors(app)
+    init_error_handlers(app)
+    from .routes import bp
+
+    app.register_blueprint(bp)
+    logging.getLogger("kimi").setLevel(logging.INFO)
+    return app

@@ -1,0 +1,48 @@
+"""Who may call, and with which Kimi accounts: the Authorization header against the settings."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from .errors import AuthenticationFailed, NoUsableAccount
+from .settings import Settings
+from .tokens import Credential, split_credentials
+
+
+@dataclass(frozen=True)
+class Pool:
+    """The accounts one request may use, and whether they are the server's own."""
+
+    credentials: tuple[Credential, ...]
+    server_side: bool
+
+
+def bearer_token(header: str | None) -> str:
+    """The token of an ``Authorization: Bearer ...`` header, or ``""``."""
+    scheme, _, token = (header or "").strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def resolve_pool(settings: Settings, authorization: str | None) -> Pool:
+    """The request's account pool; 401 when the caller may not use this service."""
+    token = bearer_token(authorization)
+    if settings.api_keys and not _is_api_key(settings, token):
+        raise AuthenticationFailed("Invalid API key: send Authorization: Bearer <one of API_KEYS>.")
+    if settings.kimi_tokens:
+        return Pool(settings.kimi_tokens, server_side=True)
+    if settings.api_keys:
+        raise NoUsableAccount("API_KEYS is set but KIMI_TOKENS is empty: no Kimi account to use.")
+    credentials = split_credentials(token)
+    if not credentials:
+        raise AuthenticationFailed(
+            "No Kimi credentials: send Authorization: Bearer <refresh_token>[,<refresh_token>...]."
+        )
+    return Pool(tuple(credentials), server_side=False)
+
+
+def _is_api_key(settings: Settings, token: str) -> bool:
+    supplied = token.encode("utf-8")
+    # Compare against every key, always, so timing does not tell which key nearly matched.
+    matches = [hmac.compare_digest(supplied, key.encode("utf-8")) for key in settings.api_keys]
+    return any(matches)

@@ -1,0 +1,120 @@
+"""Error types, each carrying its HTTP status and OpenAI error body.
+
+KimiError                      500 api_error
+├── BadRequest                 400 invalid_request_error
+├── AuthenticationFailed       401 authentication_error
+│   └── UpstreamAuthRejected   401 (Kimi refused the account's token)
+├── NotFound                   404 invalid_request_error
+├── ConversationBusy           409 conflict
+├── RateLimited                429 rate_limit_error (+ Retry-After)
+├── UpstreamError              502 upstream_error (Kimi answered garbage or failed)
+├── NoUsableAccount            503 service_unavailable
+└── UpstreamTimeout            504 timeout
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "KimiError",
+    "BadRequest",
+    "AuthenticationFailed",
+    "UpstreamAuthRejected",
+    "NotFound",
+    "ConversationBusy",
+    "RateLimited",
+    "UpstreamError",
+    "NoUsableAccount",
+    "UpstreamTimeout",
+]
+
+
+class KimiError(Exception):
+    """Base of every error this service reports to a client."""
+
+    status = 500
+    error_type = "api_error"
+    code: str | None = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def to_body(self) -> dict[str, Any]:
+        """The OpenAI error object: ``{"error": {"message", "type", "param", "code"}}``."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class BadRequest(KimiError):
+    status = 400
+    error_type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class AuthenticationFailed(KimiError):
+    status = 401
+    error_type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class UpstreamAuthRejected(AuthenticationFailed):
+    """Kimi refused the account's token (dead, revoked or rotated away)."""
+
+    code = "kimi_token_invalid"
+
+
+class NotFound(KimiError):
+    status = 404
+    error_type = "invalid_request_error"
+    code = "not_found"
+
+
+class ConversationBusy(KimiError):
+    status = 409
+    error_type = "conflict_error"
+    code = "conversation_busy"
+
+
+class RateLimited(KimiError):
+    status = 429
+    error_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float = 60.0, **kwargs: Any):
+        super().__init__(message, **kwargs)
+        self.retry_after = max(1, int(retry_after + 0.999))
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class UpstreamError(KimiError):
+    status = 502
+    error_type = "upstream_error"
+    code = "bad_gateway"
+
+
+class NoUsableAccount(KimiError):
+    status = 503
+    error_type = "service_unavailable"
+    code = "no_usable_account"
+
+
+class UpstreamTimeout(KimiError):
+    status = 504
+    error_type = "timeout_error"
+    code = "upstream_timeout"

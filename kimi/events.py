@@ -1,0 +1,60 @@
+"""Internal stream events: what every upstream adapter yields, whatever its protocol.
+
+Failures are not events: adapters raise a ``KimiError`` subclass, and the encoder decides
+whether it becomes an HTTP error (before the first byte) or an in-stream error (after it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FINISH_STOP = "stop"
+FINISH_LENGTH = "length"
+FINISH_CONTENT_FILTER = "content_filter"
+
+
+@dataclass(frozen=True)
+class ChatOpened:
+    """The upstream chat this turn lives in (new or continued)."""
+
+    chat_id: str
+
+
+@dataclass(frozen=True)
+class ReplyStarted:
+    """The id of the assistant message; the parent of the next turn in this chat."""
+
+    message_id: str
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """A piece of answer text, to be appended."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ReasoningDelta:
+    """A piece of the model's thinking, to be appended."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Citation:
+    """One web search result the answer may refer to."""
+
+    title: str
+    url: str
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The turn ended normally; ``reason`` is an OpenAI ``finish_reason``."""
+
+    reason: str = FINISH_STOP
+
+
+Event = ChatOpened | ReplyStarted | TextDelta | ReasoningDelta | Citation | Finish
+ContentEvent = TextDelta | ReasoningDelta | Finish

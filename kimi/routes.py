@@ -1,0 +1,135 @@
+"""The HTTP surface: OpenAI's chat completions and models, token check, health."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from .auth import resolve_pool
+from .chat_request import parse_chat_request
+from .encoder import CompletionEncoder
+from .errors import AuthenticationFailed, BadRequest, KimiError
+from .keepalive import KeepAliveStream
+from .models import model_list
+from .service import KimiService
+
+bp = Blueprint("api", __name__)
+
+STREAM_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+    "Connection": "keep-alive",
+}
+WELCOME = """kimi-free-api is running.
+
+POST /v1/chat/completions   OpenAI chat completions (stream or not)
+GET  /v1/models             model list
+POST /token/check           {"token": "..."} -> {"live": true|false}
+GET  /healthz               status
+
+Authorization: Bearer <your Kimi refresh_token>[,<another>...]   (or an API key, see README)
+"""
+
+
+def service() -> KimiService:
+    return current_app.extensions["kimi"]
+
+
+@bp.post("/v1/chat/completions")
+@bp.post("/chat/completions")
+def chat_completions() -> Response:
+    chat = parse_chat_request(_json_body())
+    pool = resolve_pool(service().settings, request.headers.get("Authorization"))
+    turn = service().start_turn(chat, pool)
+    if not chat.stream:
+        try:
+            encoder = CompletionEncoder(chat)
+            body = encoder.fold(turn)
+        finally:
+            turn.close()
+        body["id"] = turn.conversation_id or body["id"]
+        return jsonify(body)
+    return _stream(chat, turn)
+
+
+def _stream(chat, turn) -> Response:
+    events = KeepAliveStream(turn, service().settings.keepalive_seconds)
+    iterator = iter(events)
+    try:
+        first = next(iterator)  # before the first byte, a failure is still a real HTTP error
+    except StopIteration:
+        first = None
+    except BaseException:
+        events.close()
+        raise
+    encoder = CompletionEncoder(chat, turn.conversation_id)
+
+    def body():
+        try:
+            yield from encoder.stream(_prepend(first, iterator))
+        finally:
+            events.close()
+
+    return Response(body(), mimetype="text/event-stream", headers=STREAM_HEADERS)
+
+
+def _prepend(first: Any, rest):
+    if first is not None:
+        yield first
+    yield from rest
+
+
+@bp.get("/v1/models")
+@bp.get("/models")
+def models() -> Response:
+    try:
+        pool = resolve_pool(service().settings, request.headers.get("Authorization"))
+    except AuthenticationFailed:
+        pool = None  # anyone may read the static list
+    ids = service().model_ids(pool)
+    return jsonify(model_list(ids, created=int(time.time())))
+
+
+@bp.post("/token/check")
+def token_check() -> Response:
+    body = _json_body()
+    token = body.get("token") if isinstance(body, dict) else None
+    if not isinstance(token, str) or not token.strip():
+        raise BadRequest('Send {"token": "<Kimi refresh or access token>"}.', param="token")
+    return jsonify({"live": service().check_token(token.strip())})
+
+
+@bp.get("/ping")
+def ping() -> Response:
+    return Response("pong", mimetype="text/plain")
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    kimi = service()
+    try:
+        store_ok = kimi.store.ping()
+    except KimiError:
+        store_ok = False
+    body = {
+        "status": "ok" if store_ok else "degraded",
+        "protocol": kimi.settings.protocol,
+        "store": "ok" if store_ok else "unavailable",
+        "server_accounts": len(kimi.settings.kimi_tokens),
+        "api_keys_required": bool(kimi.settings.api_keys),
+    }
+    return jsonify(body), (200 if store_ok else 503)
+
+
+@bp.get("/")
+def index() -> Response:
+    return Response(WELCOME, mimetype="text/plain")
+
+
+def _json_body() -> Any:
+    body = request.get_json(silent=True)
+    if body is None:
+        raise BadRequest("The request body must be JSON (Content-Type: application/json).")
+    return body

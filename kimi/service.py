@@ -1,0 +1,79 @@
+"""The service's parts wired together once per app: store, upstream adapter, accounts."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from .accounts import Accounts
+from .auth import Pool
+from .chat_request import ChatRequest
+from .completions import TurnStream
+from .conversations import Conversations
+from .errors import KimiError, UpstreamAuthRejected
+from .settings import Settings
+from .store import StateStore, open_store
+from .tokens import Credential
+from .upstream import make_upstream
+from .upstream.base import Upstream
+
+log = logging.getLogger(__name__)
+
+
+class KimiService:
+    """Everything a route needs, built from the settings."""
+
+    def __init__(
+        self, settings: Settings, store: StateStore | None = None, upstream: Upstream | None = None
+    ) -> None:
+        self.settings = settings
+        self.store = store or open_store(settings.state_path)
+        self.upstream = upstream or make_upstream(settings)
+        self.accounts = Accounts(self.store, self.upstream, settings.cooldown_seconds)
+        self.conversations = Conversations(self.store, settings.conversation_ttl_seconds)
+        self._models: tuple[float, list[str]] | None = None
+        self._models_lock = threading.Lock()
+
+    def start_turn(self, request: ChatRequest, pool: Pool) -> TurnStream:
+        return TurnStream(
+            request,
+            pool.credentials,
+            server_pool=pool.server_side,
+            accounts=self.accounts,
+            conversations=self.conversations,
+            upstream=self.upstream,
+        )
+
+    def check_token(self, token: str) -> bool:
+        """Whether Kimi accepts ``token``. A refresh token is refreshed (and its rotation kept)."""
+        credential = Credential.parse(token)
+        try:
+            session, _ = self.accounts.session(credential)
+            return self.upstream.check(session)
+        except UpstreamAuthRejected:
+            self.accounts.invalidate(credential)
+            return False
+
+    def model_ids(self, pool: Pool | None) -> list[str]:
+        """Static ids plus the live catalog (read with the pool's first account, cached)."""
+        static = self.upstream.static_models()
+        live = self._live_models(pool.credentials[0]) if pool and pool.credentials else []
+        return static + live
+
+    def _live_models(self, credential: Credential) -> list[str]:
+        with self._models_lock:
+            if (
+                self._models
+                and time.monotonic() - self._models[0] < self.settings.models_cache_seconds
+            ):
+                return self._models[1]
+        try:
+            session, _ = self.accounts.session(credential)
+            models = self.upstream.list_models(session)
+        except KimiError as exc:
+            log.warning("Live model catalog unavailable, serving the static list: %s", exc.message)
+            return []
+        with self._models_lock:
+            self._models = (time.monotonic(), models)
+        return models

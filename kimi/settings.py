@@ -1,0 +1,81 @@
+"""Settings, read from the environment once and passed down as one frozen object."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .tokens import Credential, split_credentials
+
+WEB_BASE_URL = "https://www.kimi.com"
+WEB_AUTH_URL = "https://auth.kimi.com"
+LEGACY_BASE_URL = "https://kimi.moonshot.cn"
+PROTOCOLS = ("web", "legacy")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable about the service. Build with ``Settings.from_env()``."""
+
+    protocol: str = "web"
+    base_url: str = WEB_BASE_URL
+    auth_url: str = WEB_AUTH_URL
+    kimi_tokens: tuple[Credential, ...] = ()
+    api_keys: tuple[str, ...] = ()
+    state_path: str = "./data/kimi-state.db"
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0
+    keepalive_seconds: float = 15.0
+    cooldown_seconds: float = 600.0
+    models_cache_seconds: float = 600.0
+    conversation_ttl_seconds: float = 30 * 24 * 3600.0
+    max_request_bytes: int = 8 * 1024 * 1024
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        protocol = env.get("KIMI_PROTOCOL", "web").strip().lower() or "web"
+        if protocol not in PROTOCOLS:
+            raise ValueError(
+                f"KIMI_PROTOCOL must be one of {', '.join(PROTOCOLS)}, not {protocol!r}"
+            )
+        default_base = WEB_BASE_URL if protocol == "web" else LEGACY_BASE_URL
+        base_url = _url(env.get("KIMI_BASE_URL"), default_base)
+        return cls(
+            protocol=protocol,
+            base_url=base_url,
+            auth_url=_url(
+                env.get("KIMI_AUTH_URL"), WEB_AUTH_URL if protocol == "web" else base_url
+            ),
+            kimi_tokens=tuple(split_credentials(env.get("KIMI_TOKENS", ""))),
+            api_keys=tuple(k.strip() for k in env.get("API_KEYS", "").split(",") if k.strip()),
+            state_path=env.get("KIMI_STATE_PATH", "").strip() or cls.state_path,
+            connect_timeout=_number(env, "KIMI_CONNECT_TIMEOUT", cls.connect_timeout),
+            read_timeout=_number(env, "KIMI_READ_TIMEOUT", cls.read_timeout),
+            keepalive_seconds=_number(env, "KEEPALIVE_SECONDS", cls.keepalive_seconds),
+            cooldown_seconds=_number(env, "KIMI_COOLDOWN_SECONDS", cls.cooldown_seconds),
+            models_cache_seconds=_number(env, "MODELS_CACHE_SECONDS", cls.models_cache_seconds),
+        )
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        """The ``(connect, read)`` pair that ``requests`` takes."""
+        return (self.connect_timeout, self.read_timeout)
+
+
+def _url(value: str | None, default: str) -> str:
+    return (value or "").strip().rstrip("/") or default
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number, not {raw!r}") from exc
+    if value <= 0:
+        raise ValueError(f"{name} must be positive")
+    return value

@@ -1,0 +1,129 @@
+"""The embedded state store: one SQLite file in WAL mode, safe across gunicorn workers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import tempfile
+import threading
+import time
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 10_000
+# Expired rows are swept now and then rather than on every write.
+SWEEP_EVERY_WRITES = 200
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    expires_at REAL
+)
+"""
+
+
+class SQLiteStore:
+    """``StateStore`` on SQLite. One connection per thread; the file is shared by processes."""
+
+    def __init__(self, path: str) -> None:
+        self.path = _writable_path(path)
+        self._local = threading.local()
+        self._writes = 0
+        with self._connection() as conn:
+            conn.execute(_SCHEMA)
+
+    def get(self, key: str) -> str | None:
+        row = (
+            self._connection()
+            .execute(
+                "SELECT value FROM kv WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
+                (key, time.time()),
+            )
+            .fetchone()
+        )
+        return row[0] if row else None
+
+    def put(self, key: str, value: str, ttl: float | None = None) -> None:
+        with self._connection() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES (?, ?, ?)",
+                (key, value, _expiry(ttl)),
+            )
+        self._after_write()
+
+    def delete(self, key: str) -> None:
+        with self._connection() as conn:
+            conn.execute("DELETE FROM kv WHERE key = ?", (key,))
+
+    def compare_and_set(
+        self, key: str, expected: str | None, value: str | None, ttl: float | None = None
+    ) -> bool:
+        conn = self._connection()
+        # BEGIN IMMEDIATE takes the write lock first, so read-then-write is atomic across processes.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute(
+                "SELECT value FROM kv WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
+                (key, time.time()),
+            ).fetchone()
+            current = row[0] if row else None
+            if current != expected:
+                conn.execute("ROLLBACK")
+                return False
+            if value is None:
+                conn.execute("DELETE FROM kv WHERE key = ?", (key,))
+            else:
+                conn.execute(
+                    "INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES (?, ?, ?)",
+                    (key, value, _expiry(ttl)),
+                )
+            conn.execute("COMMIT")
+            return True
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def ping(self) -> bool:
+        return self._connection().execute("SELECT 1").fetchone() == (1,)
+
+    def _connection(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        return conn
+
+    def _after_write(self) -> None:
+        self._writes += 1
+        if self._writes % SWEEP_EVERY_WRITES == 0:
+            with self._connection() as conn:
+                conn.execute(
+                    "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?",
+                    (time.time(),),
+                )
+
+
+def _expiry(ttl: float | None) -> float | None:
+    return None if ttl is None else time.time() + ttl
+
+
+def _writable_path(path: str) -> str:
+    """The state file's path; where its folder cannot be written, one in the temp directory."""
+    if path == ":memory:":
+        raise ValueError("an in-memory SQLite store is not shared between threads; use a file")
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        if os.access(folder, os.W_OK):
+            return path
+    except OSError:
+        pass
+    fallback = os.path.join(tempfile.gettempdir(), "kimi-free-api", os.path.basename(path))
+    os.makedirs(os.path.dirname(fallback), exist_ok=True)
+    log.warning("State folder %s is not writable; using %s (lost on restart)", folder, fallback)
+    return fallback

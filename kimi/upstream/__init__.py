@@ -1,0 +1,15 @@
+"""Upstream adapters, one per Kimi backend generation, behind ``base.Upstream``."""
+
+from __future__ import annotations
+
+from ..settings import Settings
+from .base import Upstream
+
+
+def make_upstream(settings: Settings) -> Upstream:
+    """The adapter for ``settings.protocol``."""
+    if settings.protocol == "web":
+        from .web import WebUpstream
+
+        return WebUpstream(settings)
+    raise ValueError(f"The {settings.protocol!r} protocol is not available yet.")

@@ -1,0 +1,68 @@
+"""The one interface every upstream adapter (``web``, ``legacy``) implements."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..events import Event
+from ..models import ModelOptions
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    """A usable access token, and the refresh token to use next time (they may rotate)."""
+
+    access_token: str
+    refresh_token: str | None
+    expires_at: float
+    user_id: str = ""
+
+
+@dataclass(frozen=True)
+class Session:
+    """What a call needs to act as one account: its access token and identity."""
+
+    access_token: str
+    user_id: str = ""
+    device_id: str = ""
+    session_id: str = ""
+
+
+@dataclass(frozen=True)
+class TurnTarget:
+    """Where a turn goes: a new chat (``chat_id`` None) or after ``parent_id`` in a chat."""
+
+    prompt: str
+    options: ModelOptions
+    chat_id: str | None = None
+    parent_id: str | None = None
+
+
+class Upstream(Protocol):
+    """A Kimi backend generation. Methods raise ``KimiError`` subclasses on failure."""
+
+    name: str
+
+    def refresh(self, refresh_token: str) -> TokenGrant:
+        """Exchange a refresh token for an access token (and maybe a new refresh token)."""
+        ...
+
+    def stream_turn(self, session: Session, target: TurnTarget) -> Generator[Event, None, None]:
+        """Send one user turn and yield its events; ``ChatOpened`` comes before any text."""
+        ...
+
+    def delete_chat(self, session: Session, chat_id: str) -> None: ...
+
+    def check(self, session: Session) -> bool:
+        """True when the account behind ``session`` is alive."""
+        ...
+
+    def list_models(self, session: Session) -> list[str]:
+        """Model ids from the live catalog."""
+        ...
+
+    def static_models(self) -> list[str]:
+        """Model ids to publish when the live catalog cannot be read."""
+        ...

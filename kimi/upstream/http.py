@@ -1,0 +1,125 @@
+"""What both adapters share about talking HTTP to Kimi: the session, headers, error mapping.
+
+Foreign exceptions (``requests``) are translated into ``KimiError`` here, at one boundary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from collections.abc import Iterator
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from ..errors import (
+    ConversationBusy,
+    KimiError,
+    NotFound,
+    RateLimited,
+    UpstreamAuthRejected,
+    UpstreamError,
+    UpstreamTimeout,
+)
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36"
+)
+TIMEZONE = "Asia/Shanghai"
+POOL_SIZE = 64
+MESSAGE_LIMIT = 300  # characters of an upstream error message passed on to the client
+
+
+def make_http_session() -> requests.Session:
+    """One pooled session per adapter. No cookies: every call carries its own credential."""
+    session = requests.Session()
+    session.cookies.set_policy(_NoCookies())
+    adapter = HTTPAdapter(pool_connections=8, pool_maxsize=POOL_SIZE)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    # Only what requests can decode; never "br, zstd" unless their decoders are installed.
+    session.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate"})
+    return session
+
+
+class _NoCookies(requests.cookies.cookielib.DefaultCookiePolicy):
+    def set_ok(self, cookie, request):  # noqa: ARG002 - signature fixed by cookielib
+        return False
+
+
+def browser_headers(base_url: str) -> dict[str, str]:
+    """Headers the Kimi web client sends on every call."""
+    return {
+        "Origin": base_url,
+        "Referer": base_url + "/",
+        "R-Timezone": TIMEZONE,
+        "X-Msh-Platform": "web",
+    }
+
+
+def stable_digits(seed: str, length: int = 19) -> str:
+    """A device id that stays the same for one account, when its token carries none."""
+    number = int(hashlib.sha256(seed.encode("utf-8")).hexdigest(), 16)
+    return str(number)[:length]
+
+
+@contextlib.contextmanager
+def translate_transport_errors(what: str) -> Iterator[None]:
+    """Turn ``requests`` failures during ``what`` into the service's errors."""
+    try:
+        yield
+    except KimiError:
+        raise
+    except requests.Timeout as exc:
+        raise UpstreamTimeout(f"Kimi did not answer in time ({what}).") from exc
+    except requests.exceptions.ChunkedEncodingError as exc:
+        raise UpstreamError(f"Kimi's answer was cut off ({what}).", code="upstream_cut") from exc
+    except requests.RequestException as exc:
+        log.warning("Kimi unreachable during %s: %s", what, type(exc).__name__)
+        raise UpstreamError(
+            f"Kimi could not be reached ({what}).", code="upstream_unreachable"
+        ) from exc
+
+
+def error_for(status: int | None, code: str, message: str, retry_after: float) -> KimiError:
+    """Map an upstream failure (HTTP status and/or error code) to the service's error."""
+    code = (code or "").lower()
+    message = (message or "no message").strip()[:MESSAGE_LIMIT]
+    if status == 401 or code in ("unauthenticated", "auth.token.invalid"):
+        return UpstreamAuthRejected(f"Kimi rejected the account's token: {message}")
+    if status == 429 or code in ("resource_exhausted", "rate_limit"):
+        return RateLimited(f"Kimi rate-limited this account: {message}", retry_after=retry_after)
+    if status == 409 or code in ("aborted", "chat.user_stream_pushing"):
+        return ConversationBusy(f"Kimi is still answering in this conversation: {message}")
+    if status == 404 or code in (
+        "not_found",
+        "chat.not_found",
+        "permission_denied",
+        "chat.forbidden",
+    ):
+        return NotFound(f"Kimi does not know this conversation: {message}", param="conversation_id")
+    if status == 504 or code == "deadline_exceeded":
+        return UpstreamTimeout(f"Kimi timed out: {message}")
+    return UpstreamError(f"Kimi failed: {message}" + (f" (HTTP {status})" if status else ""))
+
+
+def retry_after_seconds(response: requests.Response, default: float) -> float:
+    """Kimi's Retry-After header when it sends one, else ``default``."""
+    raw = response.headers.get("Retry-After", "")
+    try:
+        return max(1.0, float(raw))
+    except ValueError:
+        return default
+
+
+def json_or_none(response: requests.Response) -> dict | None:
+    """The response's JSON object, or None when it is not one."""
+    try:
+        data = response.json()
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None

@@ -1,0 +1,219 @@
+"""The ``web`` adapter: kimi.com's current backend (Connect RPC, rotating refresh tokens)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import requests
+
+from ..errors import UpstreamAuthRejected, UpstreamError
+from ..events import Event
+from ..models import ModelOptions, model_ids_for_scenario
+from ..settings import Settings
+from ..tokens import decode_claims
+from .base import Session, TokenGrant, TurnTarget
+from .connect import FrameDecoder, FrameError, encode_frame
+from .http import (
+    browser_headers,
+    error_for,
+    json_or_none,
+    make_http_session,
+    retry_after_seconds,
+    translate_transport_errors,
+)
+from .web_stream import WebStreamParser
+
+log = logging.getLogger(__name__)
+
+REFRESH_PATH = "/api/account.gateway.v1.AuthService/RefreshToken"
+CHAT_PATH = "/apiv2/kimi.gateway.chat.v1.ChatService/Chat"
+DELETE_CHAT_PATH = "/apiv2/kimi.chat.v1.ChatService/DeleteChat"
+SUBSCRIPTION_PATH = "/apiv2/kimi.gateway.order.v1.SubscriptionService/GetSubscription"
+MODELS_PATH = "/apiv2/kimi.gateway.config.v1.ConfigService/GetAvailableModels"
+CONNECT_CONTENT_TYPE = "application/connect+json"
+DEFAULT_SCENARIO = "SCENARIO_K2D5"
+ACCESS_TOKEN_LIFETIME = 15 * 60  # seconds, when the token does not say
+STATIC_MODELS = [
+    "kimi",
+    "kimi-search",
+    "kimi-search-silent",
+    "kimi-thinking",
+    "kimi-thinking-search",
+    "kimi-k2.5",
+    "kimi-k2.5-thinking",
+    "kimi-k2",
+    "kimi-ok-computer",
+]
+
+
+class WebUpstream:
+    """Speaks the ``web`` protocol for one deployment; thread-safe, one HTTP pool."""
+
+    name = "web"
+
+    def __init__(self, settings: Settings, http: requests.Session | None = None) -> None:
+        self.settings = settings
+        self.http = http or make_http_session()
+
+    def refresh(self, refresh_token: str) -> TokenGrant:
+        url = self.settings.auth_url + REFRESH_PATH
+        with translate_transport_errors("refreshing the access token"):
+            response = self.http.post(
+                url,
+                json={"refresh_token": refresh_token},
+                headers=self._base_headers(),
+                timeout=self.settings.timeout,
+            )
+        data = self._json(response, "refreshing the access token")
+        access = data.get("accessToken") or data.get("access_token")
+        if not isinstance(access, str) or not access:
+            raise UpstreamError("Kimi's token refresh answered without an access token.")
+        rotated = data.get("refreshToken") or data.get("refresh_token") or refresh_token
+        claims = decode_claims(access)
+        return TokenGrant(
+            access_token=access,
+            refresh_token=rotated,
+            expires_at=float(claims.get("exp") or time.time() + ACCESS_TOKEN_LIFETIME),
+            user_id=str(claims.get("sub") or ""),
+        )
+
+    def stream_turn(self, session: Session, target: TurnTarget) -> Iterator[Event]:
+        body = chat_body(target)
+        with translate_transport_errors("streaming the answer"):
+            response = self.http.post(
+                self.settings.base_url + CHAT_PATH,
+                data=encode_frame(body),
+                headers=self._headers(session, CONNECT_CONTENT_TYPE),
+                timeout=self.settings.timeout,
+                stream=True,
+            )
+            try:
+                yield from self._read_stream(response)
+            finally:
+                response.close()
+
+    def delete_chat(self, session: Session, chat_id: str) -> None:
+        self._call(session, DELETE_CHAT_PATH, {"chat_id": chat_id}, "deleting the chat")
+
+    def check(self, session: Session) -> bool:
+        data = self._call(session, SUBSCRIPTION_PATH, {}, "checking the account")
+        return isinstance(data.get("subscription"), dict)
+
+    def list_models(self, session: Session) -> list[str]:
+        data = self._call(session, MODELS_PATH, {}, "listing models")
+        ids = []
+        for entry in data.get("availableModels") or []:
+            if isinstance(entry, dict) and entry.get("scenario"):
+                ids.append(
+                    model_ids_for_scenario(str(entry["scenario"]), bool(entry.get("thinking")))
+                )
+        return ids
+
+    def static_models(self) -> list[str]:
+        return list(STATIC_MODELS)
+
+    def _read_stream(self, response: requests.Response) -> Iterator[Event]:
+        self._raise_for_status(response, "starting the chat")
+        content_type = response.headers.get("Content-Type", "")
+        if not content_type.startswith("application/connect"):
+            raise UpstreamError(
+                f"Kimi answered {content_type or 'no content type'}, not a chat stream."
+            )
+        decoder = FrameDecoder()
+        parser = WebStreamParser(retry_after=self.settings.cooldown_seconds)
+        try:
+            for chunk in response.iter_content(chunk_size=None):
+                for frame in decoder.feed(chunk):
+                    yield from parser.feed(frame)
+        except FrameError as exc:
+            raise UpstreamError(f"Kimi's chat stream was malformed: {exc}") from exc
+        yield from parser.close()
+        if not parser.finished:
+            raise UpstreamError(
+                "Kimi's answer stream was cut off before the end.", code="upstream_cut"
+            )
+
+    def _call(self, session: Session, path: str, payload: dict, what: str) -> dict[str, Any]:
+        with translate_transport_errors(what):
+            response = self.http.post(
+                self.settings.base_url + path,
+                json=payload,
+                headers=self._headers(session, "application/json"),
+                timeout=self.settings.timeout,
+            )
+        return self._json(response, what)
+
+    def _json(self, response: requests.Response, what: str) -> dict[str, Any]:
+        self._raise_for_status(response, what)
+        data = json_or_none(response)
+        if data is None:
+            raise UpstreamError(f"Kimi answered something that is not JSON while {what}.")
+        return data
+
+    def _raise_for_status(self, response: requests.Response, what: str) -> None:
+        if response.status_code < 400:
+            return
+        data = json_or_none(response) or {}
+        error = data.get("error") if isinstance(data.get("error"), dict) else data
+        error = error or {}
+        exc = error_for(
+            response.status_code,
+            str(error.get("code", "")),
+            str(error.get("message") or error.get("msg") or f"HTTP {response.status_code}"),
+            retry_after_seconds(response, self.settings.cooldown_seconds),
+        )
+        if isinstance(exc, UpstreamAuthRejected):
+            log.info("Kimi refused a token while %s (HTTP %s)", what, response.status_code)
+        raise exc
+
+    def _base_headers(self) -> dict[str, str]:
+        headers = browser_headers(self.settings.base_url)
+        headers.update({"X-Msh-Version": "2.0.0", "X-Language": "zh-CN"})
+        return headers
+
+    def _headers(self, session: Session, content_type: str) -> dict[str, str]:
+        headers = self._base_headers()
+        headers.update(
+            {
+                "Authorization": f"Bearer {session.access_token}",
+                "Content-Type": content_type,
+                "Connect-Protocol-Version": "1",
+                "X-Msh-Device-Id": session.device_id,
+                "X-Msh-Session-Id": session.session_id,
+                "X-Traffic-Id": session.user_id,
+            }
+        )
+        return headers
+
+
+def chat_body(target: TurnTarget) -> dict[str, Any]:
+    """The Chat request for one turn: one ``message``, history already flattened into it."""
+    options: ModelOptions = target.options
+    scenario = options.scenario or DEFAULT_SCENARIO
+    body: dict[str, Any] = {
+        "scenario": scenario,
+        "chat_id": target.chat_id or "",
+        "tools": [{"type": "TOOL_TYPE_SEARCH", "search": {}}] if options.search else [],
+        "message": {
+            "parent_id": target.parent_id or "",
+            "role": "user",
+            "scenario": scenario,
+            "is_goal": False,
+            "blocks": [{"message_id": "", "text": {"content": target.prompt}}],
+        },
+        "options": {"thinking": options.thinking, "enable_plugin": False},
+        "project_id": "",
+    }
+    if options.thinking and options.effort:
+        body["options"]["reasoning_effort"] = f"REASONING_EFFORT_{options.effort}"
+    if options.agent_id:
+        body["kimiplusId"] = options.agent_id
+    return body
+
+
+def new_session_id() -> str:
+    return uuid.uuid4().hex

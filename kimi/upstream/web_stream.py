@@ -1,0 +1,131 @@
+"""Mapping the ``web`` protocol's state-sync frames to internal events. Pure: no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from ..citations import CitationStripper
+from ..errors import KimiError
+from ..events import (
+    FINISH_CONTENT_FILTER,
+    FINISH_STOP,
+    ChatOpened,
+    Event,
+    Finish,
+    ReasoningDelta,
+    ReplyStarted,
+    TextDelta,
+)
+from .connect import Frame
+from .http import error_for
+
+STATUS_COMPLETED = "MESSAGE_STATUS_COMPLETED"
+# Final statuses that mean the answer was stopped by moderation rather than finished.
+FILTERED_STATUS_WORDS = ("BLOCK", "FILTER", "SENSITIVE", "VIOLAT", "REJECT")
+PARAGRAPH = "\n\n"
+
+
+class WebStreamParser:
+    """Feed decoded Connect frames in order; get internal events back.
+
+    ``finished`` tells whether the turn reached a proper end (completed status, ``done`` or the
+    end-of-stream flag); a stream that closes before that was cut.
+    """
+
+    def __init__(self, retry_after: float = 600.0) -> None:
+        self.finished = False
+        self._retry_after = retry_after
+        self._reply_id: str | None = None
+        self._finish_reason: str | None = None
+        self._blocks: dict[str, str] = {}  # block id -> "text" | "think"
+        self._last_block: dict[str, str] = {}  # kind -> id of the block that last wrote it
+        self._stripper = CitationStripper()
+        self._finish_sent = False
+
+    def feed(self, frame: Frame) -> Iterator[Event]:
+        message = frame.message if isinstance(frame.message, dict) else {}
+        if "error" in message and message["error"]:
+            raise self._error(message["error"])
+        if "chat" in message and isinstance(message["chat"], dict) and message["chat"].get("id"):
+            yield ChatOpened(str(message["chat"]["id"]))
+        if "op" in message:
+            yield from self._operation(message)
+        if "done" in message or frame.end_stream:
+            yield from self._finish()
+
+    def close(self) -> Iterator[Event]:
+        """The stream closed. A completed status still counts as a proper end."""
+        if self._finish_reason is not None:
+            yield from self._finish()
+
+    def _operation(self, message: dict[str, Any]) -> Iterator[Event]:
+        mask = str(message.get("mask", ""))
+        if mask.startswith("block"):
+            yield from self._block(message.get("block") or {})
+        elif mask.startswith("message"):
+            yield from self._message(message.get("message") or {})
+
+    def _message(self, msg: dict[str, Any]) -> Iterator[Event]:
+        if msg.get("role") == "assistant" and msg.get("id") and self._reply_id is None:
+            self._reply_id = str(msg["id"])
+            yield ReplyStarted(self._reply_id)
+        status = str(msg.get("status") or "")
+        if self._reply_id is not None and msg.get("id") not in (None, self._reply_id):
+            return  # the status of the user's own message
+        if status == STATUS_COMPLETED:
+            self._finish_reason = FINISH_STOP
+        elif any(word in status for word in FILTERED_STATUS_WORDS):
+            self._finish_reason = FINISH_CONTENT_FILTER
+
+    def _block(self, block: dict[str, Any]) -> Iterator[Event]:
+        block_id = str(block.get("id", ""))
+        if isinstance(block.get("think"), dict):
+            yield from self._piece(block_id, "think", block["think"].get("content"))
+        if isinstance(block.get("text"), dict):
+            text = block["text"]
+            kind = "think" if _flags(text) == "thinking" else "text"
+            yield from self._piece(block_id, kind, text.get("content"))
+        multi = block.get("multiStage")
+        if isinstance(multi, dict):
+            for stage in multi.get("stages") or []:
+                if isinstance(stage, dict) and stage.get("name") == "STAGE_NAME_THINKING":
+                    content = stage.get("content") or (stage.get("think") or {}).get("content")
+                    yield from self._piece(f"{block_id}/stage", "think", content)
+
+    def _piece(self, block_id: str, kind: str, content: Any) -> Iterator[Event]:
+        if not isinstance(content, str) or not content:
+            return
+        previous = self._last_block.get(kind)
+        if previous is not None and previous != block_id:
+            content = PARAGRAPH + content  # a new block of the same kind: a new paragraph
+        self._last_block[kind] = block_id
+        if kind == "think":
+            yield ReasoningDelta(content)
+            return
+        text = self._stripper.feed(content)
+        if text:
+            yield TextDelta(text)
+
+    def _finish(self) -> Iterator[Event]:
+        self.finished = True
+        if self._finish_sent:
+            return
+        self._finish_sent = True
+        tail = self._stripper.flush()
+        if tail:
+            yield TextDelta(tail)
+        yield Finish(self._finish_reason or FINISH_STOP)
+
+    def _error(self, error: Any) -> KimiError:
+        if not isinstance(error, dict):
+            return error_for(None, "", str(error), self._retry_after)
+        message = error.get("message") or error.get("msg") or ""
+        return error_for(None, str(error.get("code", "")), str(message), self._retry_after)
+
+
+def _flags(text: dict[str, Any]) -> str:
+    flags = text.get("flags")
+    if isinstance(flags, list):
+        flags = flags[0] if flags else ""
+    return str(flags or "").lower()
