@@ -16,7 +16,7 @@ from .conversations import Conversation, Conversations
 from .errors import KimiError, NotFound, RateLimited, UpstreamAuthRejected
 from .events import ChatOpened, Citation, ContentEvent, Finish, ReplyStarted, TextDelta
 from .tokens import Credential
-from .upstream.base import TurnTarget, Upstream
+from .upstream.base import Session, TurnTarget, Upstream
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class TurnStream:
         finally:
             events.close()
             if self.conversation_id and not existing and not self.request.keep_chat:
-                self._delete_chat(credential, self.conversation_id)
+                self._delete_chat(credential, session, self.conversation_id)
 
     def _content(self, events: Generator, credential: Credential) -> Iterator[ContentEvent]:
         citations: list[tuple[str, str]] = []
@@ -153,10 +153,13 @@ class TurnStream:
                 Conversation(self.conversation_id, credential.account_id, message_id)
             )
 
-    def _delete_chat(self, credential: Credential, chat_id: str) -> None:
+    def _delete_chat(self, credential: Credential, session: Session, chat_id: str) -> None:
         try:
-            session, _ = self.accounts.session(credential)
-            self.upstream.delete_chat(session, chat_id)
+            try:
+                self.upstream.delete_chat(session, chat_id)
+            except UpstreamAuthRejected:  # the access token expired during a long answer
+                self.accounts.invalidate(credential)
+                self.upstream.delete_chat(self.accounts.session(credential)[0], chat_id)
         except KimiError as exc:
             # Clean-up must not hide the turn's own outcome; the chat stays in the user's list.
             log.warning("Could not delete one-shot chat for %s: %s", credential.label, exc.message)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ReadTimeoutError
 
 from ..errors import (
     ConversationBusy,
@@ -79,6 +80,9 @@ def translate_transport_errors(what: str) -> Iterator[None]:
     except requests.exceptions.ChunkedEncodingError as exc:
         raise UpstreamError(f"Kimi's answer was cut off ({what}).", code="upstream_cut") from exc
     except requests.RequestException as exc:
+        # requests reports a read timeout in the middle of a stream as a ConnectionError.
+        if exc.args and isinstance(exc.args[0], ReadTimeoutError):
+            raise UpstreamTimeout(f"Kimi went silent for too long ({what}).") from exc
         log.warning("Kimi unreachable during %s: %s", what, type(exc).__name__)
         raise UpstreamError(
             f"Kimi could not be reached ({what}).", code="upstream_unreachable"

@@ -70,9 +70,11 @@ class WebStreamParser:
         if msg.get("role") == "assistant" and msg.get("id") and self._reply_id is None:
             self._reply_id = str(msg["id"])
             yield ReplyStarted(self._reply_id)
+        # Only the assistant message's status ends the turn; the user's own message is
+        # reported COMPLETED before the answer even starts.
+        if self._reply_id is None or msg.get("id", self._reply_id) != self._reply_id:
+            return
         status = str(msg.get("status") or "")
-        if self._reply_id is not None and msg.get("id") not in (None, self._reply_id):
-            return  # the status of the user's own message
         if status == STATUS_COMPLETED:
             self._finish_reason = FINISH_STOP
         elif any(word in status for word in FILTERED_STATUS_WORDS):

@@ -1,0 +1,39 @@
+"""Failures the emulator can be told to produce, consumed by the next matching call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Faults answered before any stream starts, as an HTTP error or a non-Connect body.
+HTTP_FAULTS = frozenset({"unauthorized", "limit", "server_error", "garbage", "busy"})
+# Faults that shape the answer stream itself.
+STREAM_FAULTS = frozenset(
+    {"limit_in_stream", "cut", "stream_error", "moderation", "silence", "degrade", "slow"}
+)
+CHAT_FAULTS = HTTP_FAULTS | STREAM_FAULTS
+REFRESH_FAULTS = frozenset({"refresh_down"})
+FAULT_NAMES = CHAT_FAULTS | REFRESH_FAULTS
+DEFAULT_FAULT_SECONDS = 1.0
+
+
+@dataclass
+class Fault:
+    """A queued failure: ``times`` more calls (of ``user_id``'s, or anyone's) will meet it."""
+
+    name: str
+    times: int = 1
+    user_id: str | None = None
+    seconds: float = DEFAULT_FAULT_SECONDS
+
+    def __post_init__(self) -> None:
+        if self.name not in FAULT_NAMES:
+            known = ", ".join(sorted(FAULT_NAMES))
+            raise ValueError(f"unknown fault {self.name!r}; known: {known}")
+        if self.times < 1:
+            raise ValueError("times must be at least 1")
+        if self.seconds < 0:
+            raise ValueError("seconds must not be negative")
+
+    def matches(self, names: frozenset[str], user_id: str | None) -> bool:
+        """Whether a call of one of ``names``' kind by ``user_id`` meets this fault."""
+        return self.name in names and (self.user_id is None or self.user_id == user_id)

@@ -1,0 +1,322 @@
+"""Everything the emulated backend remembers, behind one lock.
+
+Users, the live refresh tokens (each single-use: refreshing rotates it), chats and their
+messages, queued faults, runtime config and the log of calls made to the web routes.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+import threading
+import uuid
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from .errors import EmulatorError
+from .faults import Fault
+from .tokens import DEFAULT_ACCESS_TTL, REFRESH_TTL, TokenError, TokenSigner
+
+_USER_ID_ALPHABET = string.digits + string.ascii_lowercase
+_USER_ID_LENGTH = 20  # Kimi user ids are 20 characters of [0-9a-z]
+
+
+@dataclass
+class EmulatorConfig:
+    """Knobs tests turn at runtime."""
+
+    access_ttl: float = DEFAULT_ACCESS_TTL
+    split_frames: bool = False  # write frames in 3-byte pieces, so clients meet split reads
+    frame_delay: float = 0.0  # seconds slept between frames
+
+
+@dataclass(frozen=True)
+class User:
+    """An account of the emulated backend."""
+
+    user_id: str
+    name: str
+    device_id: str
+    ssid: str
+
+
+@dataclass(frozen=True)
+class IssuedTokens:
+    """A fresh access and refresh token pair for one user."""
+
+    user_id: str
+    access_token: str
+    refresh_token: str
+
+
+@dataclass
+class ChatMessage:
+    """One message of a chat, user's or assistant's."""
+
+    id: str
+    parent_id: str
+    role: str
+    text: str
+
+
+@dataclass
+class Chat:
+    """A conversation owned by one user."""
+
+    id: str
+    user_id: str
+    name: str
+    deleted: bool = False
+    streaming: bool = False
+    messages: list[ChatMessage] = field(default_factory=list)
+
+    @property
+    def last_assistant_id(self) -> str:
+        for message in reversed(self.messages):
+            if message.role == "assistant":
+                return message.id
+        return ""
+
+
+@dataclass(frozen=True)
+class Turn:
+    """The ids one Chat call streams about."""
+
+    chat_id: str
+    chat_name: str
+    parent_id: str
+    user_message_id: str
+    assistant_message_id: str
+
+
+@dataclass
+class CallRecord:
+    """One call to a web route, as the admin API reports it (never with its token)."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    auth: bool
+    body: Any = None
+    user_id: str | None = None
+    status: int | None = None
+
+
+def _random_digits(count: int) -> str:
+    return str(secrets.randbelow(9) + 1) + "".join(
+        secrets.choice(string.digits) for _ in range(count - 1)
+    )
+
+
+class EmulatorState:
+    """The emulated backend's memory; every public method is safe to call from any thread."""
+
+    def __init__(self, config: EmulatorConfig | None = None) -> None:
+        self._lock = threading.Lock()
+        self._initial_config = replace(config) if config else EmulatorConfig()
+        self._clear()
+
+    def _clear(self) -> None:
+        self._signer = TokenSigner()  # a new secret: tokens minted before a reset stop working
+        self._config = replace(self._initial_config)
+        self._users: dict[str, User] = {}
+        self._live_refresh: dict[str, str] = {}  # jti -> user id
+        self._chats: dict[str, Chat] = {}
+        self._faults: list[Fault] = []
+        self._calls: list[CallRecord] = []
+
+    def reset(self) -> None:
+        """Forget users, tokens, chats, faults and calls; restore the initial config."""
+        with self._lock:
+            self._clear()
+
+    # Users and tokens
+
+    def create_user(self, name: str = "user") -> IssuedTokens:
+        """Register a user and issue its first token pair."""
+        user_id = "".join(secrets.choice(_USER_ID_ALPHABET) for _ in range(_USER_ID_LENGTH))
+        user = User(user_id, name, device_id=_random_digits(19), ssid=_random_digits(19))
+        with self._lock:
+            self._users[user_id] = user
+            return self._issue(user)
+
+    def user(self, user_id: str) -> User | None:
+        """The user with this id, if registered."""
+        with self._lock:
+            return self._users.get(user_id)
+
+    def refresh(self, refresh_token: str) -> IssuedTokens:
+        """Spend a refresh token for a new pair; the spent token is rejected from then on."""
+        with self._lock:
+            claims = self._signer.decode(refresh_token, "refresh")
+            if self._live_refresh.pop(claims.jti, None) is None:
+                raise TokenError("invalid claims: refresh token revoked")
+            user = self._users.get(claims.sub)
+            if user is None:
+                raise TokenError("invalid claims: user not found")
+            return self._issue(user)
+
+    def authenticate(self, access_token: str) -> User:
+        """The user an unexpired access token belongs to; ``TokenError`` otherwise."""
+        with self._lock:
+            claims = self._signer.decode(access_token, "access")
+            user = self._users.get(claims.sub)
+        if user is None:
+            raise TokenError("invalid claims: user not found")
+        return user
+
+    def token_owner(self, token: str, typ: str) -> str | None:
+        """The user id of a validly signed token, ignoring revocation; ``None`` if invalid."""
+        try:
+            return self._signer.decode(token, typ).sub
+        except TokenError:
+            return None
+
+    def _issue(self, user: User) -> IssuedTokens:
+        signer = self._signer
+        refresh = signer.mint(user.user_id, "refresh", REFRESH_TTL, user.device_id, user.ssid)
+        access = signer.mint(
+            user.user_id, "access", self._config.access_ttl, user.device_id, user.ssid
+        )
+        self._live_refresh[refresh.jti] = user.user_id
+        return IssuedTokens(user.user_id, signer.encode(access), signer.encode(refresh))
+
+    # Config
+
+    def config(self) -> EmulatorConfig:
+        """A copy of the current config."""
+        with self._lock:
+            return replace(self._config)
+
+    def configure(self, **changes: Any) -> EmulatorConfig:
+        """Change some config fields; unknown names raise ``TypeError``."""
+        with self._lock:
+            self._config = replace(self._config, **changes)
+            return replace(self._config)
+
+    # Faults
+
+    def add_fault(
+        self, name: str, times: int = 1, user_id: str | None = None, seconds: float | None = None
+    ) -> Fault:
+        """Queue a fault for the next ``times`` matching calls; bad arguments raise ValueError."""
+        fault = Fault(name, times, user_id)
+        if seconds is not None:
+            fault = Fault(name, times, user_id, seconds)
+        with self._lock:
+            self._faults.append(fault)
+        return replace(fault)
+
+    def take_fault(self, names: frozenset[str], user_id: str | None) -> Fault | None:
+        """Consume one use of the oldest queued fault among ``names`` that applies to the user."""
+        with self._lock:
+            for fault in self._faults:
+                if fault.matches(names, user_id):
+                    fault.times -= 1
+                    if fault.times == 0:
+                        self._faults.remove(fault)
+                    return replace(fault, times=1)
+        return None
+
+    def faults(self) -> list[Fault]:
+        """The faults still queued."""
+        with self._lock:
+            return [replace(fault) for fault in self._faults]
+
+    # Chats
+
+    def check_turn(self, user_id: str, chat_id: str, parent_id: str) -> None:
+        """Raise the ``EmulatorError`` a Chat call continuing ``chat_id`` would meet."""
+        with self._lock:
+            self._continued_chat(user_id, chat_id, parent_id)
+
+    def open_turn(
+        self, user_id: str, chat_id: str, parent_id: str, prompt: str, chat_name: str
+    ) -> Turn:
+        """Record the user message and an empty reply; the chat is busy until ``close_turn``."""
+        with self._lock:
+            chat = self._continued_chat(user_id, chat_id, parent_id)
+            if chat is None:
+                chat = Chat(str(uuid.uuid4()), user_id, chat_name)
+                self._chats[chat.id] = chat
+            user_message = ChatMessage(str(uuid.uuid4()), parent_id, "user", prompt)
+            reply = ChatMessage(str(uuid.uuid4()), user_message.id, "assistant", "")
+            chat.messages += [user_message, reply]
+            chat.streaming = True
+            return Turn(chat.id, chat.name, parent_id, user_message.id, reply.id)
+
+    def set_reply_text(self, turn: Turn, text: str) -> None:
+        """Store the text the reply of ``turn`` carries."""
+        with self._lock:
+            chat = self._chats.get(turn.chat_id)  # gone if the state was reset meanwhile
+            for message in chat.messages if chat else []:
+                if message.id == turn.assistant_message_id:
+                    message.text = text
+
+    def close_turn(self, turn: Turn) -> None:
+        """The reply stream ended (or the client left): the chat takes new turns again."""
+        with self._lock:
+            chat = self._chats.get(turn.chat_id)  # gone if the state was reset meanwhile
+            if chat:
+                chat.streaming = False
+
+    def delete_chat(self, user_id: str, chat_id: str) -> None:
+        """Mark a chat of the user's deleted."""
+        with self._lock:
+            self._owned_chat(user_id, chat_id).deleted = True
+
+    def chats(self) -> dict[str, dict[str, Any]]:
+        """A snapshot of every chat, keyed by id."""
+        with self._lock:
+            return {
+                chat.id: {
+                    "user_id": chat.user_id,
+                    "name": chat.name,
+                    "deleted": chat.deleted,
+                    "streaming": chat.streaming,
+                    "messages": [asdict(message) for message in chat.messages],
+                }
+                for chat in self._chats.values()
+            }
+
+    def _continued_chat(self, user_id: str, chat_id: str, parent_id: str) -> Chat | None:
+        if not chat_id:
+            if parent_id:
+                raise EmulatorError("invalid_argument", "parent_id must be empty in a new chat")
+            return None
+        chat = self._owned_chat(user_id, chat_id)
+        if chat.streaming:
+            raise EmulatorError("aborted", "a reply is still being generated in this chat")
+        if parent_id != chat.last_assistant_id:
+            raise EmulatorError("invalid_argument", "parent_id does not match the last message")
+        return chat
+
+    def _owned_chat(self, user_id: str, chat_id: str) -> Chat:
+        chat = self._chats.get(chat_id)
+        if chat is None or chat.deleted or chat.user_id != user_id:
+            raise EmulatorError("not_found", "chat not found")
+        return chat
+
+    # Call log
+
+    def begin_call(self, record: CallRecord) -> CallRecord:
+        """Append a call to the log at arrival; fill it in later with ``update_call``."""
+        with self._lock:
+            self._calls.append(record)
+        return record
+
+    def update_call(self, record: CallRecord, **fields: Any) -> None:
+        """Set some fields of a logged call."""
+        with self._lock:
+            for name, value in fields.items():
+                setattr(record, name, value)
+
+    def calls(self) -> list[dict[str, Any]]:
+        """The logged calls in arrival order."""
+        with self._lock:
+            return [asdict(record) for record in self._calls]
+
+    def clear_calls(self) -> None:
+        """Empty the call log."""
+        with self._lock:
+            self._calls.clear()

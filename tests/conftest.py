@@ -1,0 +1,112 @@
+"""Shared fixtures: a running Kimi emulator, settings pointing at it, the app, live servers."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+
+import pytest
+from werkzeug.serving import make_server
+
+from kimi import create_app
+from kimi.emulator import EmulatorServer
+from kimi.settings import Settings
+
+SERVICE_ENV_PREFIXES = ("KIMI_", "API_KEYS", "KEEPALIVE_", "MODELS_CACHE_", "WEB_CONCURRENCY")
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The machine's own settings never leak into a test."""
+    for name in list(os.environ):
+        if name.startswith(SERVICE_ENV_PREFIXES) or name == "PORT":
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def emulator_server() -> Iterator[EmulatorServer]:
+    with EmulatorServer() as server:
+        yield server
+
+
+@pytest.fixture
+def emulator(emulator_server: EmulatorServer) -> EmulatorServer:
+    """The emulator, reset: no users, chats, faults or recorded calls."""
+    emulator_server.state.reset()
+    return emulator_server
+
+
+@pytest.fixture
+def make_settings(emulator: EmulatorServer, tmp_path):
+    def build(**overrides) -> Settings:
+        values = dict(
+            base_url=emulator.url,
+            auth_url=emulator.url,
+            state_path=str(tmp_path / "state.db"),
+            connect_timeout=5.0,
+            read_timeout=10.0,
+        )
+        values.update(overrides)
+        return Settings(**values)
+
+    return build
+
+
+@pytest.fixture
+def settings(make_settings) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+def app(settings: Settings):
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def new_account(emulator: EmulatorServer):
+    """Create an emulator user; returns its ``IssuedTokens`` (user_id, refresh/access token)."""
+    counter = iter(range(1000))
+
+    def create(name: str | None = None):
+        return emulator.state.create_user(name or f"user{next(counter)}")
+
+    return create
+
+
+@pytest.fixture
+def account(new_account):
+    return new_account("alice")
+
+
+@pytest.fixture
+def auth(account) -> dict[str, str]:
+    return {"Authorization": f"Bearer {account.refresh_token}"}
+
+
+class LiveServer:
+    """Our Flask app on a real loopback port, in a thread."""
+
+    def __init__(self, app) -> None:
+        self._server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._thread.join(5)
+
+
+@pytest.fixture
+def live_server(app) -> Iterator[LiveServer]:
+    with LiveServer(app) as server:
+        yield server

@@ -1,0 +1,98 @@
+"""The service under a real gunicorn, started the way deployments start it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from helpers import sse_events
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def gunicorn_url(emulator, tmp_path):
+    port = free_port()
+    env = {
+        **os.environ,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "2",
+        "KIMI_BASE_URL": emulator.url,
+        "KIMI_AUTH_URL": emulator.url,
+        "KIMI_STATE_PATH": str(tmp_path / "state.db"),
+    }
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    process = subprocess.Popen(
+        [str(gunicorn), "-c", "gunicorn.conf.py", "app:app"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(url, process)
+        yield url, process
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def _wait_for(url: str, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(process.stdout.read().decode())
+        try:
+            if requests.get(url + "/ping", timeout=1).ok:
+                return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise RuntimeError("gunicorn did not start")
+
+
+def test_gunicorn_streams_a_slow_answer_chunk_by_chunk(gunicorn_url, account, emulator):
+    url, process = gunicorn_url
+    emulator.state.add_fault("slow", seconds=0.05)
+    response = requests.post(
+        url + "/v1/chat/completions",
+        json={"model": "kimi", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+        headers={"Authorization": f"Bearer {account.refresh_token}"},
+        stream=True,
+        timeout=30,
+    )
+    assert response.status_code == 200
+    pieces = list(response.iter_content(chunk_size=None))
+    assert len(pieces) > 3  # delivered as it was produced, not buffered into one write
+    events = sse_events(b"".join(pieces))
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-1])
+    assert text == "Emulator reply to: hi"
+    assert events[-1] == "[DONE]"
+
+
+def test_gunicorn_access_log_never_shows_the_token(gunicorn_url, account):
+    url, process = gunicorn_url
+    requests.post(
+        url + "/v1/chat/completions",
+        json={"model": "kimi", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"Authorization": f"Bearer {account.refresh_token}"},
+        timeout=30,
+    )
+    process.terminate()
+    output = process.communicate(timeout=30)[0].decode()
+    assert "POST /v1/chat/completions" in output
+    assert account.refresh_token not in output
+    assert account.refresh_token[:20] not in output

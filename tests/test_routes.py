@@ -1,0 +1,114 @@
+"""The rest of the HTTP surface: models, token check, health, CORS, API keys."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import chat, upstream_calls
+
+from kimi import create_app
+from kimi.tokens import split_credentials
+
+
+def test_models_lists_static_ids_without_credentials(client, emulator):
+    body = client.get("/v1/models").get_json()
+    assert body["object"] == "list"
+    ids = [m["id"] for m in body["data"]]
+    assert "kimi" in ids and "kimi-search" in ids and "kimi-thinking" in ids
+    assert all(m["object"] == "model" and m["owned_by"] and m["created"] for m in body["data"])
+    assert emulator.state.calls() == []
+
+
+def test_models_adds_the_live_catalog_and_caches_it(client, auth, emulator):
+    for _ in range(2):
+        ids = [m["id"] for m in client.get("/v1/models", headers=auth).get_json()["data"]]
+        assert "kimi-ok-computer" in ids and "kimi-k2.5-thinking" in ids
+        assert len(ids) == len(set(ids))
+    assert len(upstream_calls(emulator, "GetAvailableModels")) == 1
+
+
+def test_models_falls_back_to_the_static_list_when_kimi_fails(client, emulator):
+    response = client.get("/v1/models", headers={"Authorization": "Bearer dead-token"})
+    assert response.status_code == 200
+    assert "kimi" in [m["id"] for m in response.get_json()["data"]]
+
+
+def test_token_check_reports_a_live_token(client, account):
+    response = client.post("/token/check", json={"token": account.refresh_token})
+    assert response.get_json() == {"live": True}
+
+
+def test_token_check_keeps_the_rotated_token_usable(client, account, emulator):
+    client.post("/token/check", json={"token": account.refresh_token})
+    response = chat(client, {"Authorization": f"Bearer {account.refresh_token}"})
+    assert response.status_code == 200
+
+
+def test_token_check_reports_a_dead_token(client, emulator):
+    response = client.post("/token/check", json={"token": "dead-token"})
+    assert response.get_json() == {"live": False}
+
+
+def test_token_check_without_a_token_is_400(client):
+    response = client.post("/token/check", json={})
+    assert response.status_code == 400
+    assert response.get_json()["error"]["param"] == "token"
+
+
+def test_ping_and_health(client):
+    assert client.get("/ping").get_data(as_text=True) == "pong"
+    health = client.get("/healthz")
+    assert health.status_code == 200
+    assert health.get_json()["status"] == "ok"
+    assert health.get_json()["protocol"] == "web"
+
+
+def test_welcome_page_says_how_to_call(client):
+    text = client.get("/").get_data(as_text=True)
+    assert "/v1/chat/completions" in text and "Bearer" in text
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/models", "/token/check", "/nope"])
+def test_cors_preflight_is_answered_on_every_route(client, path):
+    response = client.options(
+        path,
+        headers={
+            "Origin": "https://chat.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
+    assert 200 <= response.status_code < 300
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    assert "authorization" in response.headers["Access-Control-Allow-Headers"].lower()
+    assert "POST" in response.headers["Access-Control-Allow-Methods"]
+
+
+def test_cors_headers_are_on_errors_too(client):
+    response = chat(client, {})
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+
+
+@pytest.fixture
+def keyed_client(make_settings, account):
+    settings = make_settings(
+        kimi_tokens=tuple(split_credentials(account.refresh_token)), api_keys=("sk-right",)
+    )
+    return create_app(settings).test_client()
+
+
+def test_server_pool_with_api_keys_refuses_strangers(keyed_client, emulator):
+    for header in ({}, {"Authorization": "Bearer sk-wrong"}, {"Authorization": "Bearer sk-righ"}):
+        response = chat(keyed_client, header)
+        assert response.status_code == 401
+        assert response.get_json()["error"]["type"] == "authentication_error"
+    assert emulator.state.calls() == []
+
+
+def test_server_pool_with_the_right_api_key_answers(keyed_client):
+    response = chat(keyed_client, {"Authorization": "Bearer sk-right"})
+    assert response.status_code == 200
+
+
+def test_server_pool_without_api_keys_serves_any_caller(make_settings, account):
+    settings = make_settings(kimi_tokens=tuple(split_credentials(account.refresh_token)))
+    assert chat(create_app(settings).test_client(), {}).status_code == 200
