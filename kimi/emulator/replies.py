@@ -90,6 +90,17 @@ def error_stream(code: str, message: str) -> list[PlannedFrame]:
     return [_end({"error": {"code": code, "message": message}})]
 
 
+def ends_reply(frame: PlannedFrame) -> bool:
+    """Whether the reply is over, as far as the backend knows, once this frame goes out."""
+    message = frame.message
+    return (
+        bool(frame.flags & END_STREAM_FLAG)
+        or "done" in message
+        or "error" in message
+        or message.get("mask") == "message.status"
+    )
+
+
 def reply_text(frames: list[PlannedFrame]) -> str:
     """The answer text the frames carry, as a client would concatenate it."""
     return "".join(

@@ -56,12 +56,12 @@ class TokenSigner:
 
     def mint(self, user_id: str, typ: str, ttl: float, device_id: str, ssid: str) -> TokenClaims:
         """Claims for a new token of type ``typ`` living ``ttl`` seconds."""
-        now = int(time.time())
+        now = time.time()
         return TokenClaims(
             sub=user_id,
             typ=typ,
-            iat=now,
-            exp=now + max(int(ttl), 1),
+            iat=int(now),
+            exp=max(int(now + ttl), int(now) + 1),
             jti=uuid.uuid4().hex,
             device_id=device_id,
             ssid=ssid,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
@@ -18,6 +18,7 @@ from .faults import CHAT_FAULTS, HTTP_FAULTS, REFRESH_FAULTS, Fault
 from .replies import (
     PlannedFrame,
     ReplyRequest,
+    ends_reply,
     error_stream,
     plan_reply,
     prompt_line,
@@ -174,8 +175,8 @@ def chat() -> Response:
     turn = state.open_turn(user.user_id, chat_id, parent_id, reply_request.prompt, chat_name)
     plan = plan_reply(turn, reply_request, fault)
     state.set_reply_text(turn, reply_text(plan))
-    response = _stream_response(plan, state.config())
-    # Runs however the stream ends, the client leaving mid-stream included.
+    response = _stream_response(plan, state.config(), lambda: state.close_turn(turn))
+    # Also when the client leaves mid-stream, before the reply was over.
     response.call_on_close(lambda: state.close_turn(turn))
     return response
 
@@ -264,19 +265,35 @@ def _http_fault_response(fault: Fault) -> Response:
     return HTTP_FAULT_ERRORS[fault.name].to_response()
 
 
-def _stream_response(plan: list[PlannedFrame], config: EmulatorConfig) -> Response:
-    return Response(_write_frames(plan, config), status=200, content_type=CONNECT_JSON)
+def _nothing() -> None:
+    return None
 
 
-def _write_frames(plan: list[PlannedFrame], config: EmulatorConfig) -> Iterator[bytes]:
-    """Each frame its own chunk, or 3-byte chunks when ``split_frames`` is on."""
+def _stream_response(
+    plan: list[PlannedFrame], config: EmulatorConfig, on_reply_over: Callable[[], None] = _nothing
+) -> Response:
+    body = _write_frames(plan, config, on_reply_over)
+    return Response(body, status=200, content_type=CONNECT_JSON)
+
+
+def _write_frames(
+    plan: list[PlannedFrame], config: EmulatorConfig, on_reply_over: Callable[[], None]
+) -> Iterator[bytes]:
+    """Each frame its own chunk, or 3-byte chunks when ``split_frames`` is on.
+
+    ``on_reply_over`` runs before the first frame that ends the reply is written (or when the
+    plan runs out): a client that has read the end may continue the chat at once.
+    """
     for index, frame in enumerate(plan):
         delay = frame.pause + (config.frame_delay if index else 0.0)
         if delay > 0:
             time.sleep(delay)
+        if ends_reply(frame):
+            on_reply_over()
         data = encode_frame(frame.message, frame.flags)
         if not config.split_frames:
             yield data
             continue
         for start in range(0, len(data), SPLIT_PIECE_SIZE):
             yield data[start : start + SPLIT_PIECE_SIZE]
+    on_reply_over()

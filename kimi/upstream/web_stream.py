@@ -29,8 +29,9 @@ PARAGRAPH = "\n\n"
 class WebStreamParser:
     """Feed decoded Connect frames in order; get internal events back.
 
-    ``finished`` tells whether the turn reached a proper end (completed status, ``done`` or the
-    end-of-stream flag); a stream that closes before that was cut.
+    Call ``close()`` at the end of the byte stream: it yields the ``Finish`` when the turn
+    reached a proper end (completed status, ``done`` or the end-of-stream flag), and leaves
+    ``finished`` false when the stream was cut.
     """
 
     def __init__(self, retry_after: float = 600.0) -> None:
@@ -38,10 +39,10 @@ class WebStreamParser:
         self._retry_after = retry_after
         self._reply_id: str | None = None
         self._finish_reason: str | None = None
-        self._blocks: dict[str, str] = {}  # block id -> "text" | "think"
         self._last_block: dict[str, str] = {}  # kind -> id of the block that last wrote it
         self._stripper = CitationStripper()
         self._finish_sent = False
+        self._done = False
 
     def feed(self, frame: Frame) -> Iterator[Event]:
         message = frame.message if isinstance(frame.message, dict) else {}
@@ -52,11 +53,15 @@ class WebStreamParser:
         if "op" in message:
             yield from self._operation(message)
         if "done" in message or frame.end_stream:
-            yield from self._finish()
+            self._done = True
 
     def close(self) -> Iterator[Event]:
-        """The stream closed. A completed status still counts as a proper end."""
-        if self._finish_reason is not None:
+        """The stream closed: it ended properly after ``done``, end-of-stream or completion.
+
+        Finishing only here, not at ``done``, means the stream is read to its very end, so
+        Kimi has closed the turn before the next one in the same chat is sent.
+        """
+        if self._done or self._finish_reason is not None:
             yield from self._finish()
 
     def _operation(self, message: dict[str, Any]) -> Iterator[Event]:
