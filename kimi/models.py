@@ -14,8 +14,8 @@ NO_EFFORT = ("none", "minimal")
 # so that "k2.5" is not read as "k2".
 SCENARIO_SLUGS = (
     ("ok-computer", "SCENARIO_OK_COMPUTER"),
+    ("k2.5", "SCENARIO_K2D5"),  # first of its scenario: the id the catalog publishes
     ("k2.6", "SCENARIO_K2D5"),
-    ("k2.5", "SCENARIO_K2D5"),
     ("k2d5", "SCENARIO_K2D5"),
     ("k2", "SCENARIO_K2"),
     ("chat", "SCENARIO_CHAT"),
