@@ -18,10 +18,7 @@ class ChatRequest:
     """One chat turn as the service understands it, independent of the upstream protocol."""
 
     options: ModelOptions
-    prompt: str  # the whole history flattened: what a new chat is sent
-    latest_prompt: (
-        str  # only what follows the last assistant message: what a continued chat is sent
-    )
+    messages: tuple[Message, ...]  # the whole history: what a new chat is sent
     conversation_id: str | None = None  # an existing chat to continue
     keep_chat: bool = False  # False: a one-shot chat, deleted upstream after the answer
     stream: bool = False
@@ -30,6 +27,19 @@ class ChatRequest:
     @property
     def model(self) -> str:
         return self.options.name
+
+    @property
+    def latest_messages(self) -> tuple[Message, ...]:
+        """Only what follows the last assistant message: what a continued chat is sent."""
+        return tuple(messages_after_last_reply(list(self.messages))) or self.messages[-1:]
+
+    @property
+    def prompt(self) -> str:
+        return flatten_history(list(self.messages))
+
+    @property
+    def latest_prompt(self) -> str:
+        return flatten_history(list(self.latest_messages))
 
 
 def parse_chat_request(body: Any) -> ChatRequest:
@@ -51,8 +61,7 @@ def parse_chat_request(body: Any) -> ChatRequest:
         options=parse_model(
             model, use_search=body.get("use_search") is True, reasoning_effort=effort
         ),
-        prompt=flatten_history(messages),
-        latest_prompt=flatten_history(_latest(messages)),
+        messages=tuple(messages),
         conversation_id=conversation_id,
         keep_chat=keep_chat,
         stream=_flag(body, "stream"),
@@ -102,10 +111,6 @@ def _content(content: Any, param: str) -> str:
             raise BadRequest(f"{param}[{index}].text must be a string.", param=f"{param}[{index}]")
         texts.append(text)
     return "\n".join(texts)
-
-
-def _latest(messages: list[Message]) -> list[Message]:
-    return messages_after_last_reply(messages) or messages[-1:]
 
 
 def _conversation(raw: Any) -> tuple[str | None, bool]:

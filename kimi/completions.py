@@ -114,7 +114,7 @@ class TurnStream:
             retried_auth.add(credential.account_id)  # a new token failing again is not stale
         self.account = credential
         target = TurnTarget(
-            prompt=self.request.latest_prompt if existing else self.request.prompt,
+            messages=self.request.latest_messages if existing else self.request.messages,
             options=self.request.options,
             chat_id=existing.chat_id if existing else None,
             parent_id=existing.parent_id if existing else None,

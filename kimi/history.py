@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 # From the second turn on, the flattened history ends with this line before the newest
@@ -19,17 +20,24 @@ class Message:
     content: str
 
 
-def flatten_history(messages: list[Message]) -> str:
-    """One user message passes unchanged; a longer history becomes ``role:content`` lines."""
+def flatten_history(
+    messages: Sequence[Message], user_text: Callable[[str], str] = lambda text: text
+) -> str:
+    """One user message passes unchanged; a longer history becomes ``role:content`` lines.
+
+    ``user_text`` rewrites the text of user messages (the legacy backend wants URLs tagged).
+    """
     if len(messages) == 1 and messages[0].role == "user":
-        return messages[0].content
-    lines = [f"{m.role}:{m.content}" for m in messages]
+        return user_text(messages[0].content)
+    lines = [
+        f"{m.role}:{user_text(m.content) if m.role == 'user' else m.content}" for m in messages
+    ]
     if len(messages) > 1 and any(m.role == "assistant" for m in messages[:-1]):
         lines.insert(len(lines) - 1, FOCUS_HINT)
     return "\n".join(lines)
 
 
-def messages_after_last_reply(messages: list[Message]) -> list[Message]:
+def messages_after_last_reply(messages: Sequence[Message]) -> list[Message]:
     """What is new since the last assistant message: all a continued chat needs to be sent."""
     for index in range(len(messages) - 1, -1, -1):
         if messages[index].role == "assistant":

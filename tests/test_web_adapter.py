@@ -17,6 +17,7 @@ from kimi.errors import (
     UpstreamTimeout,
 )
 from kimi.events import ChatOpened, Finish, ReplyStarted, TextDelta
+from kimi.history import Message
 from kimi.models import parse_model
 from kimi.settings import Settings
 from kimi.upstream.base import Session, TokenGrant, TurnTarget
@@ -99,8 +100,10 @@ def run_turn(upstream, mocked, model="kimi", body=None, **target):
         body=stream_body(TURN_FRAMES) if body is None else body,
         content_type=CONNECT,
     )
-    target.setdefault("prompt", "hi")
-    events = list(upstream.stream_turn(SESSION, TurnTarget(options=parse_model(model), **target)))
+    prompt = target.pop("prompt", "hi")
+    messages = (Message("user", prompt),)
+    turn = TurnTarget(messages=messages, options=parse_model(model), **target)
+    events = list(upstream.stream_turn(SESSION, turn))
     return events, mocked.calls[-1]
 
 
@@ -253,20 +256,26 @@ def test_streamed_frames_become_the_turn_events(upstream, mocked):
 def test_http_failure_maps_to_the_service_error(upstream, mocked, status, error_class):
     mocked.add(responses.POST, CHAT_URL, status=status, json={"code": "x"})
     with pytest.raises(error_class):
-        list(upstream.stream_turn(SESSION, TurnTarget("hi", parse_model("kimi"))))
+        list(
+            upstream.stream_turn(SESSION, TurnTarget((Message("user", "hi"),), parse_model("kimi")))
+        )
 
 
 def test_429_retry_after_header_is_kept(upstream, mocked):
     mocked.add(responses.POST, CHAT_URL, status=429, json={}, headers={"Retry-After": "30"})
     with pytest.raises(RateLimited) as caught:
-        list(upstream.stream_turn(SESSION, TurnTarget("hi", parse_model("kimi"))))
+        list(
+            upstream.stream_turn(SESSION, TurnTarget((Message("user", "hi"),), parse_model("kimi")))
+        )
     assert caught.value.retry_after == 30
 
 
 def test_html_page_with_200_is_an_upstream_error(upstream, mocked):
     mocked.add(responses.POST, CHAT_URL, body="<html>captcha</html>", content_type="text/html")
     with pytest.raises(UpstreamError):
-        list(upstream.stream_turn(SESSION, TurnTarget("hi", parse_model("kimi"))))
+        list(
+            upstream.stream_turn(SESSION, TurnTarget((Message("user", "hi"),), parse_model("kimi")))
+        )
 
 
 def test_stream_ending_without_completion_is_upstream_cut(upstream, mocked):
@@ -298,7 +307,9 @@ def test_in_stream_error_frame_raises_after_the_text_so_far(upstream, mocked):
     )
     seen = []
     with pytest.raises(RateLimited):
-        for event in upstream.stream_turn(SESSION, TurnTarget("hi", parse_model("kimi"))):
+        for event in upstream.stream_turn(
+            SESSION, TurnTarget((Message("user", "hi"),), parse_model("kimi"))
+        ):
             seen.append(event)
     assert TextDelta("Hello") in seen
 
@@ -319,7 +330,9 @@ def test_malformed_frames_are_an_upstream_error(upstream, mocked):
 def test_transport_failures_map_to_service_errors(upstream, mocked, failure, error_class):
     mocked.add(responses.POST, CHAT_URL, body=failure)
     with pytest.raises(error_class):
-        list(upstream.stream_turn(SESSION, TurnTarget("hi", parse_model("kimi"))))
+        list(
+            upstream.stream_turn(SESSION, TurnTarget((Message("user", "hi"),), parse_model("kimi")))
+        )
 
 
 # --- other calls --------------------------------------------------------------------------

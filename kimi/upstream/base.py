@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..events import Event
+from ..history import Message
 from ..models import ModelOptions
 
 
@@ -32,9 +33,13 @@ class Session:
 
 @dataclass(frozen=True)
 class TurnTarget:
-    """Where a turn goes: a new chat (``chat_id`` None) or after ``parent_id`` in a chat."""
+    """Where a turn goes: a new chat (``chat_id`` None) or after ``parent_id`` in a chat.
 
-    prompt: str
+    ``messages`` are what to send: the whole history for a new chat, only the new messages
+    when continuing. Each adapter flattens them the way its protocol wants.
+    """
+
+    messages: tuple[Message, ...]
     options: ModelOptions
     chat_id: str | None = None
     parent_id: str | None = None

@@ -12,6 +12,7 @@ import requests
 
 from ..errors import UpstreamAuthRejected, UpstreamError
 from ..events import Event
+from ..history import flatten_history
 from ..models import ModelOptions, model_ids_for_scenario
 from ..settings import Settings
 from ..tokens import decode_claims
@@ -203,7 +204,7 @@ def chat_body(target: TurnTarget) -> dict[str, Any]:
             "role": "user",
             "scenario": scenario,
             "is_goal": False,
-            "blocks": [{"message_id": "", "text": {"content": target.prompt}}],
+            "blocks": [{"message_id": "", "text": {"content": flatten_history(target.messages)}}],
         },
         "options": {"thinking": options.thinking, "enable_plugin": False},
         "project_id": "",
