@@ -12,4 +12,8 @@ def make_upstream(settings: Settings) -> Upstream:
         from .web import WebUpstream
 
         return WebUpstream(settings)
-    raise ValueError(f"The {settings.protocol!r} protocol is not available yet.")
+    if settings.protocol == "legacy":
+        from .legacy import LegacyUpstream
+
+        return LegacyUpstream(settings)
+    raise ValueError(f"Unknown Kimi protocol {settings.protocol!r}.")

@@ -95,7 +95,7 @@ def error_for(status: int | None, code: str, message: str, retry_after: float) -
     message = (message or "no message").strip()[:MESSAGE_LIMIT]
     if status == 401 or code in ("unauthenticated", "auth.token.invalid"):
         return UpstreamAuthRejected(f"Kimi rejected the account's token: {message}")
-    if status == 429 or code in ("resource_exhausted", "rate_limit"):
+    if status == 429 or code == "resource_exhausted" or "rate_limit" in code:
         return RateLimited(f"Kimi rate-limited this account: {message}", retry_after=retry_after)
     if status == 409 or code in ("aborted", "chat.user_stream_pushing"):
         return ConversationBusy(f"Kimi is still answering in this conversation: {message}")
@@ -127,3 +127,28 @@ def json_or_none(response: requests.Response) -> dict | None:
     except ValueError:
         return None
     return data if isinstance(data, dict) else None
+
+
+def raise_for_status(response: requests.Response, default_retry_after: float) -> None:
+    """Raise the service's error for a failed answer, read from either generation's body.
+
+    ``web`` answers ``{"code", "message"}`` (or nested under ``error``); ``legacy`` answers
+    ``{"error_type", "message"}``.
+    """
+    if response.status_code < 400:
+        return
+    data = json_or_none(response) or {}
+    error = data.get("error") if isinstance(data.get("error"), dict) else data
+    code = error.get("code") or error.get("error_type") or ""
+    message = error.get("message") or error.get("msg") or f"HTTP {response.status_code}"
+    retry_after = retry_after_seconds(response, default_retry_after)
+    raise error_for(response.status_code, str(code), str(message), retry_after)
+
+
+def json_body(response: requests.Response, what: str, default_retry_after: float) -> dict:
+    """The JSON object of a successful answer; an error for anything else."""
+    raise_for_status(response, default_retry_after)
+    data = json_or_none(response)
+    if data is None:
+        raise UpstreamError(f"Kimi answered something that is not JSON while {what}.")
+    return data

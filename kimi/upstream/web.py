@@ -10,7 +10,7 @@ from typing import Any
 
 import requests
 
-from ..errors import UpstreamAuthRejected, UpstreamError
+from ..errors import UpstreamError
 from ..events import Event
 from ..history import flatten_history
 from ..models import ModelOptions, model_ids_for_scenario
@@ -20,10 +20,9 @@ from .base import Session, TokenGrant, TurnTarget
 from .connect import FrameDecoder, FrameError, encode_frame
 from .http import (
     browser_headers,
-    error_for,
-    json_or_none,
+    json_body,
     make_http_session,
-    retry_after_seconds,
+    raise_for_status,
     translate_transport_errors,
 )
 from .web_stream import WebStreamParser
@@ -69,7 +68,7 @@ class WebUpstream:
                 headers=self._base_headers(),
                 timeout=self.settings.timeout,
             )
-        data = self._json(response, "refreshing the access token")
+        data = json_body(response, "refreshing the access token", self.settings.cooldown_seconds)
         access = data.get("accessToken") or data.get("access_token")
         if not isinstance(access, str) or not access:
             raise UpstreamError("Kimi's token refresh answered without an access token.")
@@ -118,7 +117,7 @@ class WebUpstream:
         return list(STATIC_MODELS)
 
     def _read_stream(self, response: requests.Response) -> Iterator[Event]:
-        self._raise_for_status(response, "starting the chat")
+        raise_for_status(response, self.settings.cooldown_seconds)
         content_type = response.headers.get("Content-Type", "")
         if not content_type.startswith("application/connect"):
             raise UpstreamError(
@@ -146,30 +145,7 @@ class WebUpstream:
                 headers=self._headers(session, "application/json"),
                 timeout=self.settings.timeout,
             )
-        return self._json(response, what)
-
-    def _json(self, response: requests.Response, what: str) -> dict[str, Any]:
-        self._raise_for_status(response, what)
-        data = json_or_none(response)
-        if data is None:
-            raise UpstreamError(f"Kimi answered something that is not JSON while {what}.")
-        return data
-
-    def _raise_for_status(self, response: requests.Response, what: str) -> None:
-        if response.status_code < 400:
-            return
-        data = json_or_none(response) or {}
-        error = data.get("error") if isinstance(data.get("error"), dict) else data
-        error = error or {}
-        exc = error_for(
-            response.status_code,
-            str(error.get("code", "")),
-            str(error.get("message") or error.get("msg") or f"HTTP {response.status_code}"),
-            retry_after_seconds(response, self.settings.cooldown_seconds),
-        )
-        if isinstance(exc, UpstreamAuthRejected):
-            log.info("Kimi refused a token while %s (HTTP %s)", what, response.status_code)
-        raise exc
+        return json_body(response, what, self.settings.cooldown_seconds)
 
     def _base_headers(self) -> dict[str, str]:
         headers = browser_headers(self.settings.base_url)
