@@ -38,7 +38,10 @@ NEW_CHAT_NAME = "未命名会话"
 ACCESS_TOKEN_LIFETIME = 300
 # A length-limited answer is continued at most this many times before it ends as "length".
 MAX_CONTINUATIONS = 3
-URL = re.compile(r"https?://[^\s<>\"']+")
+# A URL runs to whitespace, a quote, an angle bracket or CJK punctuation; trailing sentence
+# punctuation is prose, not part of the URL.
+URL = re.compile(r"https?://[^\s<>\"'\u3000-\u303f\uff00-\uffef]+")
+URL_TRAILING_PUNCTUATION = ".,;:!?)]}"
 STATIC_MODELS = [
     "kimi",
     "kimi-search",
@@ -115,7 +118,8 @@ class LegacyUpstream:
 
     def _check_research_quota(self, session: Session) -> None:
         usage = self._request("GET", RESEARCH_USAGE_PATH, session, "checking the research quota")
-        if int(usage.get("remain") or 0) <= 0:
+        remain = usage.get("remain")
+        if isinstance(remain, (int, float)) and remain <= 0:
             raise RateLimited(
                 f"The research quota of this account is used up ({usage.get('used')}/"
                 f"{usage.get('total')}); use another model or wait for it to renew.",
@@ -192,9 +196,13 @@ def agent_id(options: ModelOptions) -> str:
 
 def tag_urls(text: str) -> str:
     """Wrap URLs so the legacy backend fetches and reads them."""
-    return URL.sub(
-        lambda m: f'<url id="" type="url" status="" title="" wc="">{m.group(0)}</url>', text
-    )
+    return URL.sub(_tag_url, text)
+
+
+def _tag_url(match: re.Match) -> str:
+    url = match.group(0).rstrip(URL_TRAILING_PUNCTUATION)
+    rest = match.group(0)[len(url) :]
+    return f'<url id="" type="url" status="" title="" wc="">{url}</url>{rest}'
 
 
 def completion_body(target: TurnTarget) -> dict[str, Any]:

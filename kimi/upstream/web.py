@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,8 +24,6 @@ from .http import (
     translate_transport_errors,
 )
 from .web_stream import WebStreamParser
-
-log = logging.getLogger(__name__)
 
 REFRESH_PATH = "/api/account.gateway.v1.AuthService/RefreshToken"
 CHAT_PATH = "/apiv2/kimi.gateway.chat.v1.ChatService/Chat"
@@ -190,7 +186,3 @@ def chat_body(target: TurnTarget) -> dict[str, Any]:
     if options.agent_id:
         body["kimiplusId"] = options.agent_id
     return body
-
-
-def new_session_id() -> str:
-    return uuid.uuid4().hex
