@@ -38,9 +38,16 @@ def emulator(emulator_server: EmulatorServer) -> EmulatorServer:
 
 
 @pytest.fixture
-def make_settings(emulator: EmulatorServer, tmp_path):
+def protocol() -> str:
+    """The upstream protocol; a module runs both with ``parametrize("protocol", PROTOCOLS)``."""
+    return "web"
+
+
+@pytest.fixture
+def make_settings(emulator: EmulatorServer, tmp_path, protocol: str):
     def build(**overrides) -> Settings:
         values = dict(
+            protocol=protocol,
             base_url=emulator.url,
             auth_url=emulator.url,
             state_path=str(tmp_path / "state.db"),

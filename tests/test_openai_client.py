@@ -5,6 +5,10 @@ from __future__ import annotations
 import openai
 import pytest
 
+from kimi.settings import PROTOCOLS
+
+pytestmark = pytest.mark.parametrize("protocol", PROTOCOLS)
+
 
 @pytest.fixture
 def sdk(live_server, account) -> openai.OpenAI:
@@ -45,7 +49,9 @@ def test_sdk_stream_include_usage(sdk):
     assert chunks[-2].choices[0].finish_reason == "stop"
 
 
-def test_sdk_reads_reasoning_content_as_an_extra_field(sdk):
+def test_sdk_reads_reasoning_content_as_an_extra_field(sdk, protocol):
+    if protocol == "legacy":
+        pytest.skip("the 2024 backend sends no thinking")
     completion = sdk.chat.completions.create(
         model="kimi-thinking", messages=[{"role": "user", "content": "hi"}]
     )

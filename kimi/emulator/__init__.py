@@ -1,7 +1,9 @@
-"""An emulator of the Kimi web backend (``web`` protocol) for tests, benchmarks and demos.
+"""An emulator of the Kimi web backend for tests, benchmarks and demos.
 
-Serves the Connect RPC routes of both the main host and the auth host, plus a ``/_emulator``
-control API, from one loopback HTTP server.
+One loopback HTTP server speaks both protocols from one state (users, tokens, chats, faults,
+call log): the current ``web`` protocol (the Connect RPC routes of the main host and the auth
+host) and the 2024 ``legacy`` protocol (REST + Server-Sent Events), plus a ``/_emulator``
+control API.
 """
 
 from .app import create_emulator_app

@@ -1,4 +1,9 @@
-"""Run the emulator: ``python -m kimi.emulator --port 9000``."""
+"""Run the emulator: ``python -m kimi.emulator --port 9000``.
+
+It serves both protocols at once; point the service at it with
+``KIMI_BASE_URL=http://127.0.0.1:9000 KIMI_AUTH_URL=http://127.0.0.1:9000`` (``web``) or
+``KIMI_PROTOCOL=legacy KIMI_BASE_URL=http://127.0.0.1:9000`` (``legacy``).
+"""
 
 from __future__ import annotations
 
@@ -23,7 +28,8 @@ def _is_loopback(host: str) -> bool:
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m kimi.emulator", description="Emulate the Kimi web backend on loopback."
+        prog="python -m kimi.emulator",
+        description="Emulate the Kimi backend (web and legacy protocols) on loopback.",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)
@@ -48,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     demo = state.create_user("demo")
     print(f"Kimi emulator on {server.url}")
     print(f"demo user {demo.user_id}, refresh token:\n{demo.refresh_token}\n")
-    print(f"KIMI_BASE_URL={server.url} KIMI_AUTH_URL={server.url}", flush=True)
+    print("web protocol:")
+    print(f"  KIMI_BASE_URL={server.url} KIMI_AUTH_URL={server.url}")
+    print("legacy protocol:")
+    print(f"  KIMI_PROTOCOL=legacy KIMI_BASE_URL={server.url}", flush=True)
     try:
         server.wait()
     except KeyboardInterrupt:

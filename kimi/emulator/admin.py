@@ -13,7 +13,12 @@ from .state import EmulatorConfig
 
 bp = Blueprint("kimi_emulator_admin", __name__, url_prefix="/_emulator")
 
-_CONFIG_TYPES = {"access_ttl": (int, float), "split_frames": (bool,), "frame_delay": (int, float)}
+_CONFIG_TYPES = {
+    "access_ttl": (int, float),
+    "split_frames": (bool,),
+    "frame_delay": (int, float),
+    "research_remain": (int,),
+}
 
 
 @bp.errorhandler(EmulatorError)
@@ -60,7 +65,8 @@ def show_config() -> Response:
 
 @bp.post("/config")
 def change_config() -> Response:
-    """Change some of ``access_ttl``, ``split_frames``, ``frame_delay``; answer the config."""
+    """Change some of ``access_ttl``, ``split_frames``, ``frame_delay``, ``research_remain``;
+    answer the config."""
     changes = _body()
     for name, value in changes.items():
         _check_config_value(name, value)
@@ -69,7 +75,7 @@ def change_config() -> Response:
 
 @bp.get("/calls")
 def list_calls() -> Response:
-    """The calls made to the web routes, in arrival order."""
+    """The calls made to the backend routes of both protocols, in arrival order."""
     return jsonify(calls=current_state().calls())
 
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import admin, web
+from . import admin, legacy, web
 from .context import EXTENSION_KEY
 from .state import EmulatorState
 
 
 def create_emulator_app(state: EmulatorState | None = None) -> Flask:
-    """A Flask app serving the web-protocol routes and the ``/_emulator`` control API."""
+    """A Flask app serving both protocols' routes and the ``/_emulator`` control API."""
     app = Flask(__name__)
     app.extensions[EXTENSION_KEY] = state or EmulatorState()
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.register_blueprint(web.bp)
+    app.register_blueprint(legacy.bp)
     app.register_blueprint(admin.bp)
     return app

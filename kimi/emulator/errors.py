@@ -1,4 +1,9 @@
-"""Connect-style errors the emulator answers with, and their HTTP statuses."""
+"""Errors the emulator answers with, in the shape of either protocol.
+
+Routes raise ``EmulatorError`` with a Connect code; the ``web`` routes answer it as Connect's
+``{"code", "message"}``, the ``legacy`` routes translate it to the 2024 backend's
+``{"error_type", "message"}`` with that backend's status.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +19,21 @@ CONNECT_STATUS = {
     "resource_exhausted": 429,
     "internal": 500,
 }
+# The 2024 backend's error type and HTTP status for each Connect code. A busy chat was a 400
+# there, and another user's chat a 403 rather than a 404.
+LEGACY_ERRORS = {
+    "invalid_argument": ("validation.error", 400),
+    "unauthenticated": ("auth.token.invalid", 401),
+    "permission_denied": ("chat.forbidden", 403),
+    "not_found": ("chat.not_found", 404),
+    "aborted": ("chat.user_stream_pushing", 400),
+    "resource_exhausted": ("chat.rate_limit", 429),
+    "internal": ("internal", 500),
+}
 
 
 class EmulatorError(Exception):
-    """A request the emulated backend refuses, answered as ``{"code", "message"}``."""
+    """A request the emulated backend refuses, with a Connect ``code`` and a message."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -34,4 +50,15 @@ class EmulatorError(Exception):
         """The JSON error body with its HTTP status."""
         response = jsonify(code=self.code, message=self.message)
         response.status_code = self.status
+        return response
+
+    @property
+    def legacy_error_type(self) -> str:
+        return LEGACY_ERRORS[self.code][0]
+
+    def to_legacy_response(self) -> Response:
+        """The 2024 backend's ``{"error_type", "message"}`` body with its HTTP status."""
+        error_type, status = LEGACY_ERRORS[self.code]
+        response = jsonify(error_type=error_type, message=self.message)
+        response.status_code = status
         return response

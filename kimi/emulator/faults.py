@@ -4,15 +4,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import EmulatorError
+
 # Faults answered before any stream starts, as an HTTP error or a non-Connect body.
 HTTP_FAULTS = frozenset({"unauthorized", "limit", "server_error", "garbage", "busy"})
+# What each HTTP fault answers, in either protocol's error shape (``garbage`` is an HTML page).
+HTTP_FAULT_ERRORS = {
+    "unauthorized": EmulatorError("unauthenticated", "invalid claims: token is not active"),
+    "limit": EmulatorError("resource_exhausted", "too many requests, try again in 3 hours"),
+    "server_error": EmulatorError("internal", "internal server error"),
+    "busy": EmulatorError("aborted", "a reply is still being generated in this chat"),
+}
+GARBAGE_PAGE = "<html>gateway error</html>"
 # Faults that shape the answer stream itself.
 STREAM_FAULTS = frozenset(
     {"limit_in_stream", "cut", "stream_error", "moderation", "silence", "degrade", "slow"}
 )
+# The Chat call of the ``web`` protocol meets these.
 CHAT_FAULTS = HTTP_FAULTS | STREAM_FAULTS
+# Only the ``legacy`` protocol stops an answer at a length limit, to be continued by the client:
+# ``length`` once, ``length_twice`` in the continuation as well.
+LENGTH_FAULTS = frozenset({"length", "length_twice"})
+# The legacy completion call meets these; a model degrade notice has no legacy equivalent.
+LEGACY_CHAT_FAULTS = (CHAT_FAULTS - {"degrade"}) | LENGTH_FAULTS
 REFRESH_FAULTS = frozenset({"refresh_down"})
-FAULT_NAMES = CHAT_FAULTS | REFRESH_FAULTS
+# The legacy research quota reads as used up.
+RESEARCH_FAULTS = frozenset({"research_exhausted"})
+FAULT_NAMES = CHAT_FAULTS | LEGACY_CHAT_FAULTS | REFRESH_FAULTS | RESEARCH_FAULTS
 DEFAULT_FAULT_SECONDS = 1.0
 
 

@@ -18,6 +18,7 @@ from .state import Turn
 ANSWER_PREFIX = "Emulator reply to: "
 THINKING_PREFIX = "Thinking about: "
 ANSWER_LINE_LIMIT = 200
+CHAT_NAME_LENGTH = 20
 THINKING_LINE_LIMIT = 40
 # With search on, the answer ends with citation markers, cut mid-marker across frames so
 # clients prove they strip markers that span reads.
@@ -58,6 +59,11 @@ def prompt_line(prompt: str) -> str:
     return lines[-1] if lines else ""
 
 
+def chat_title(prompt: str) -> str:
+    """The name a chat gets from its first prompt (empty for a blank prompt)."""
+    return prompt_line(prompt)[:CHAT_NAME_LENGTH]
+
+
 def answer_text(request: ReplyRequest) -> str:
     """The full answer text, citation markers included."""
     return _plain_answer(request) + (SEARCH_SUFFIX if request.search else "")
@@ -76,7 +82,7 @@ def plan_reply(turn: Turn, request: ReplyRequest, fault: Fault | None = None) ->
     """The frames answering ``request`` in ``turn``, shaped by a stream fault if one applies."""
     frames = [_frame(message) for message in _opening(turn)]
     if request.thinking:
-        frames += _block_frames(THINK_BLOCK, "think", _pieces(thinking_text(request)))
+        frames += _block_frames(THINK_BLOCK, "think", text_pieces(thinking_text(request)))
     if fault and fault.name == "degrade":
         notice = {"type": "TYPE_MODEL_DEGRADE", "message": "Kimi is busy; a lighter model answers"}
         frames.append(_frame({"notice": notice}))
@@ -120,7 +126,7 @@ def _opening(turn: Turn) -> list[dict[str, Any]]:
 
 
 def _answer_frames(request: ReplyRequest) -> list[PlannedFrame]:
-    pieces = _pieces(_plain_answer(request))
+    pieces = text_pieces(_plain_answer(request))
     if not request.search:
         return _block_frames(TEXT_BLOCK, "text", pieces)
     tool = {
@@ -134,7 +140,7 @@ def _answer_frames(request: ReplyRequest) -> list[PlannedFrame]:
     return [tool_frame, *_block_frames(TEXT_BLOCK, "text", pieces + list(SEARCH_SUFFIX_PIECES))]
 
 
-def _pieces(text: str) -> list[str]:
+def text_pieces(text: str) -> list[str]:
     """The first word alone, then a few words a piece, spaces kept: increments to concatenate."""
     words = re.findall(r"\s*\S+", text) or [text]
     rest = words[1:]

@@ -1,7 +1,8 @@
 """Everything the emulated backend remembers, behind one lock.
 
-Users, the live refresh tokens (each single-use: refreshing rotates it), chats and their
-messages, queued faults, runtime config and the log of calls made to the web routes.
+Users, the live refresh tokens (each single-use on the ``web`` refresh route; the ``legacy``
+one lets them be reused), chats of both protocols and their messages, queued faults, runtime
+config and the log of calls made to the backend routes.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from .errors import EmulatorError
 from .faults import Fault
 from .tokens import DEFAULT_ACCESS_TTL, REFRESH_TTL, TokenError, TokenSigner
 
-_USER_ID_ALPHABET = string.digits + string.ascii_lowercase
-_USER_ID_LENGTH = 20  # Kimi user ids are 20 characters of [0-9a-z]
+_ID_ALPHABET = string.digits + string.ascii_lowercase
+_ID_LENGTH = 20  # Kimi user ids, and legacy chat and segment ids, are 20 characters of [0-9a-z]
+WEB, LEGACY = "web", "legacy"
+RESEARCH_TOTAL = 5  # research answers a 2024 account had per period
 
 
 @dataclass
@@ -27,7 +30,8 @@ class EmulatorConfig:
 
     access_ttl: float = DEFAULT_ACCESS_TTL
     split_frames: bool = False  # write frames in 3-byte pieces, so clients meet split reads
-    frame_delay: float = 0.0  # seconds slept between frames
+    frame_delay: float = 0.0  # seconds slept between frames (legacy: between events)
+    research_remain: int = RESEARCH_TOTAL  # what the legacy research usage route reports left
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,10 @@ class Chat:
     deleted: bool = False
     streaming: bool = False
     messages: list[ChatMessage] = field(default_factory=list)
+    protocol: str = WEB
+    kimiplus_id: str = ""
+    # Legacy only: the turns by request segment id, for ``continue`` calls.
+    segments: dict[str, LegacySegment] = field(default_factory=dict)
 
     @property
     def last_assistant_id(self) -> str:
@@ -78,20 +86,39 @@ class Chat:
         return ""
 
 
+@dataclass
+class LegacySegment:
+    """A legacy turn's answer as the client may still ask for it: what ``continue`` streams."""
+
+    group_id: str
+    reply_id: str
+    remaining_parts: list[list[str]] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class Turn:
-    """The ids one Chat call streams about."""
+    """The ids one Chat (or legacy completion) call streams about."""
 
     chat_id: str
     chat_name: str
     parent_id: str
     user_message_id: str
     assistant_message_id: str
+    group_id: str = ""  # legacy only: the segments of one turn share a group
+
+
+@dataclass(frozen=True)
+class LegacyCall:
+    """What one legacy completion call streams: its turn and this call's answer pieces."""
+
+    turn: Turn
+    pieces: list[str]
+    more_to_come: bool  # further parts wait for a ``continue`` call: the stream ends in "length"
 
 
 @dataclass
 class CallRecord:
-    """One call to a web route, as the admin API reports it (never with its token)."""
+    """One call to a backend route, as the admin API reports it (never with its token)."""
 
     method: str
     path: str
@@ -100,6 +127,10 @@ class CallRecord:
     body: Any = None
     user_id: str | None = None
     status: int | None = None
+
+
+def _random_id() -> str:
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(_ID_LENGTH))
 
 
 def _random_digits(count: int) -> str:
@@ -134,7 +165,7 @@ class EmulatorState:
 
     def create_user(self, name: str = "user") -> IssuedTokens:
         """Register a user and issue its first token pair."""
-        user_id = "".join(secrets.choice(_USER_ID_ALPHABET) for _ in range(_USER_ID_LENGTH))
+        user_id = _random_id()
         user = User(user_id, name, device_id=_random_digits(19), ssid=_random_digits(19))
         with self._lock:
             self._users[user_id] = user
@@ -145,12 +176,14 @@ class EmulatorState:
         with self._lock:
             return self._users.get(user_id)
 
-    def refresh(self, refresh_token: str) -> IssuedTokens:
-        """Spend a refresh token for a new pair; the spent token is rejected from then on."""
+    def refresh(self, refresh_token: str, revoke: bool = True) -> IssuedTokens:
+        """A new pair for a live refresh token, which is rejected from then on if ``revoke``."""
         with self._lock:
             claims = self._signer.decode(refresh_token, "refresh")
-            if self._live_refresh.pop(claims.jti, None) is None:
+            if claims.jti not in self._live_refresh:
                 raise TokenError("invalid claims: refresh token revoked")
+            if revoke:
+                del self._live_refresh[claims.jti]
             user = self._users.get(claims.sub)
             if user is None:
                 raise TokenError("invalid claims: user not found")
@@ -272,6 +305,8 @@ class EmulatorState:
                 chat.id: {
                     "user_id": chat.user_id,
                     "name": chat.name,
+                    "protocol": chat.protocol,
+                    "kimiplus_id": chat.kimiplus_id,
                     "deleted": chat.deleted,
                     "streaming": chat.streaming,
                     "messages": [asdict(message) for message in chat.messages],
@@ -293,9 +328,90 @@ class EmulatorState:
 
     def _owned_chat(self, user_id: str, chat_id: str) -> Chat:
         chat = self._chats.get(chat_id)
-        if chat is None or chat.deleted or chat.user_id != user_id:
+        if chat is None or chat.deleted or chat.user_id != user_id or chat.protocol != WEB:
             raise EmulatorError("not_found", "chat not found")
         return chat
+
+    # Legacy chats: created first, then one completion call a turn, continued by segment id
+
+    def create_legacy_chat(self, user_id: str, name: str, kimiplus_id: str) -> str:
+        """Register an empty legacy chat; its id."""
+        chat = Chat(_random_id(), user_id, name, protocol=LEGACY, kimiplus_id=kimiplus_id)
+        with self._lock:
+            self._chats[chat.id] = chat
+        return chat.id
+
+    def check_legacy_call(self, user_id: str, chat_id: str, segment_id: str | None) -> None:
+        """Raise the ``EmulatorError`` a completion call (continuing ``segment_id``) would meet."""
+        with self._lock:
+            chat = self._idle_legacy_chat(user_id, chat_id)
+            if segment_id is not None:
+                self._segment(chat, segment_id)
+
+    def open_legacy_turn(
+        self, user_id: str, chat_id: str, prompt: str, chat_name: str, parts: list[list[str]]
+    ) -> LegacyCall:
+        """Record the prompt and an empty reply, and stream the first of the answer's ``parts``.
+
+        The chat is busy until ``close_turn``; its first turn renames it to ``chat_name``.
+        """
+        with self._lock:
+            chat = self._idle_legacy_chat(user_id, chat_id)
+            if not chat.messages:
+                chat.name = chat_name
+            parent_id = chat.last_assistant_id
+            user_message = ChatMessage(_random_id(), parent_id, "user", prompt)
+            reply = ChatMessage(_random_id(), user_message.id, "assistant", "")
+            chat.messages += [user_message, reply]
+            segment = LegacySegment(_random_id(), reply.id, parts[1:])
+            chat.segments[user_message.id] = segment
+            chat.streaming = True
+            turn = Turn(chat.id, chat.name, parent_id, user_message.id, reply.id, segment.group_id)
+            return LegacyCall(turn, parts[0], bool(segment.remaining_parts))
+
+    def open_legacy_continuation(self, user_id: str, chat_id: str, segment_id: str) -> LegacyCall:
+        """Take the next waiting part of ``segment_id``'s answer (none once it is all out)."""
+        with self._lock:
+            chat = self._idle_legacy_chat(user_id, chat_id)
+            segment = self._segment(chat, segment_id)
+            pieces = segment.remaining_parts.pop(0) if segment.remaining_parts else []
+            chat.streaming = True
+            turn = Turn(chat.id, chat.name, "", segment_id, segment.reply_id, segment.group_id)
+            return LegacyCall(turn, pieces, bool(segment.remaining_parts))
+
+    def append_reply_text(self, turn: Turn, text: str) -> None:
+        """Add to the text the reply of ``turn`` carries (legacy answers come in parts)."""
+        with self._lock:
+            chat = self._chats.get(turn.chat_id)  # gone if the state was reset meanwhile
+            for message in chat.messages if chat else []:
+                if message.id == turn.assistant_message_id:
+                    message.text += text
+
+    def delete_legacy_chat(self, user_id: str, chat_id: str) -> None:
+        """Mark a legacy chat of the user's deleted."""
+        with self._lock:
+            self._legacy_chat(user_id, chat_id).deleted = True
+
+    def _idle_legacy_chat(self, user_id: str, chat_id: str) -> Chat:
+        chat = self._legacy_chat(user_id, chat_id)
+        if chat.streaming:
+            raise EmulatorError("aborted", "a reply is still being generated in this chat")
+        return chat
+
+    def _legacy_chat(self, user_id: str, chat_id: str) -> Chat:
+        chat = self._chats.get(chat_id)
+        if chat is None or chat.deleted or chat.protocol != LEGACY:
+            raise EmulatorError("not_found", "chat not found")
+        if chat.user_id != user_id:
+            raise EmulatorError("permission_denied", "the chat belongs to another user")
+        return chat
+
+    @staticmethod
+    def _segment(chat: Chat, segment_id: str) -> LegacySegment:
+        segment = chat.segments.get(segment_id)
+        if segment is None:
+            raise EmulatorError("invalid_argument", f"unknown segment_id {segment_id!r}")
+        return segment
 
     # Call log
 

@@ -2,49 +2,45 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from kimi.upstream.connect import FrameDecoder, FrameError, encode_frame
 
+from .bodies import CONNECT_JSON, json_body
+from .call_log import authenticated_user, note_caller, record_call_arrival, record_call_status
 from .context import current_state
 from .errors import EmulatorError
-from .faults import CHAT_FAULTS, HTTP_FAULTS, REFRESH_FAULTS, Fault
+from .faults import (
+    CHAT_FAULTS,
+    GARBAGE_PAGE,
+    HTTP_FAULT_ERRORS,
+    HTTP_FAULTS,
+    REFRESH_FAULTS,
+    Fault,
+)
 from .replies import (
     PlannedFrame,
     ReplyRequest,
+    chat_title,
     ends_reply,
     error_stream,
     plan_reply,
-    prompt_line,
     reply_text,
 )
-from .state import CallRecord, EmulatorConfig, User
+from .state import EmulatorConfig
+from .streaming import OutgoingChunk, nothing_to_do, write_chunks
 from .tokens import TokenError
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("kimi_emulator_web", __name__)
+bp.before_request(record_call_arrival)
+bp.after_request(record_call_status)
 
-CONNECT_JSON = "application/connect+json"
-SPLIT_PIECE_SIZE = 3  # bytes per write when frames are split, so even the header splits
-CHAT_NAME_LENGTH = 20
-LOGGED_HEADERS = (
-    "X-Msh-Platform",
-    "X-Msh-Device-Id",
-    "X-Msh-Session-Id",
-    "X-Traffic-Id",
-    "X-Msh-Version",
-    "Connect-Protocol-Version",
-    "Content-Type",
-    "Origin",
-    "Referer",
-)
 AVAILABLE_MODELS = [
     {
         "scenario": "SCENARIO_K2D5",
@@ -80,31 +76,6 @@ AVAILABLE_MODELS = [
     },
 ]
 DEFAULT_SCENARIO = {"scenario": "SCENARIO_K2D5", "thinking": False}
-HTTP_FAULT_ERRORS = {
-    "unauthorized": EmulatorError("unauthenticated", "invalid claims: token is not active"),
-    "limit": EmulatorError("resource_exhausted", "too many requests, try again in 3 hours"),
-    "server_error": EmulatorError("internal", "internal server error"),
-    "busy": EmulatorError("aborted", "a reply is still being generated in this chat"),
-}
-
-
-@bp.before_request
-def log_call_arrival() -> None:
-    headers = {name: request.headers[name] for name in LOGGED_HEADERS if name in request.headers}
-    record = CallRecord(
-        method=request.method,
-        path=request.path,
-        headers=headers,
-        auth="Authorization" in request.headers,
-        body=_loggable_body(),
-    )
-    g.emulator_call = current_state().begin_call(record)
-
-
-@bp.after_request
-def log_call_status(response: Response) -> Response:
-    current_state().update_call(g.emulator_call, status=response.status_code)
-    return response
 
 
 @bp.errorhandler(EmulatorError)
@@ -115,7 +86,7 @@ def answer_emulator_error(error: EmulatorError) -> Response:
 @bp.post("/api/account.gateway.v1.AuthService/RefreshToken")
 def refresh_token() -> Response:
     """Spend a refresh token for a new access and refresh token (rotation)."""
-    body = _json_body()
+    body = json_body()
     token = body.get("refresh_token") or body.get("refreshToken")
     if not isinstance(token, str):
         raise EmulatorError("invalid_argument", "refresh_token is required")
@@ -126,29 +97,29 @@ def refresh_token() -> Response:
         tokens = state.refresh(token)
     except TokenError as exc:
         raise EmulatorError("unauthenticated", str(exc)) from exc
-    state.update_call(g.emulator_call, user_id=tokens.user_id)
+    note_caller(tokens.user_id)
     return jsonify(accessToken=tokens.access_token, refreshToken=tokens.refresh_token)
 
 
 @bp.post("/apiv2/kimi.gateway.order.v1.SubscriptionService/GetSubscription")
 def get_subscription() -> Response:
     """The user's plan: the cheap way clients check that a credential is alive."""
-    user = _authenticated_user()
+    user = authenticated_user()
     return jsonify(subscription={"userId": user.user_id, "userName": user.name, "type": "free"})
 
 
 @bp.post("/apiv2/kimi.gateway.config.v1.ConfigService/GetAvailableModels")
 def get_available_models() -> Response:
     """The fixed model list."""
-    _authenticated_user()
+    authenticated_user()
     return jsonify(availableModels=AVAILABLE_MODELS, defaultScenario=DEFAULT_SCENARIO)
 
 
 @bp.post("/apiv2/kimi.chat.v1.ChatService/DeleteChat")
 def delete_chat() -> Response:
     """Mark one of the user's chats deleted."""
-    user = _authenticated_user()
-    body = _json_body()
+    user = authenticated_user()
+    body = json_body()
     chat_id = body.get("chat_id") or body.get("chatId")
     if not isinstance(chat_id, str):
         raise EmulatorError("invalid_argument", "chat_id is required")
@@ -160,7 +131,7 @@ def delete_chat() -> Response:
 def chat() -> Response:
     """Start a turn and stream its answer as Connect frames."""
     state = current_state()
-    user = _authenticated_user()
+    user = authenticated_user()
     body = _chat_frame()
     reply_request = _reply_request(body)
     chat_id, parent_id = _str_field(body, "chat_id"), _str_field(body.get("message"), "parent_id")
@@ -171,7 +142,7 @@ def chat() -> Response:
     if fault and fault.name == "limit_in_stream":
         message = "too many requests, try again in 3 hours"
         return _stream_response(error_stream("resource_exhausted", message), state.config())
-    chat_name = prompt_line(reply_request.prompt)[:CHAT_NAME_LENGTH] or "New chat"
+    chat_name = chat_title(reply_request.prompt) or "New chat"
     turn = state.open_turn(user.user_id, chat_id, parent_id, reply_request.prompt, chat_name)
     plan = plan_reply(turn, reply_request, fault)
     state.set_reply_text(turn, reply_text(plan))
@@ -179,31 +150,6 @@ def chat() -> Response:
     # Also when the client leaves mid-stream, before the reply was over.
     response.call_on_close(lambda: state.close_turn(turn))
     return response
-
-
-def _authenticated_user() -> User:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise EmulatorError("unauthenticated", "missing access token")
-    try:
-        user = current_state().authenticate(token.strip())
-    except TokenError as exc:
-        raise EmulatorError("unauthenticated", str(exc)) from exc
-    current_state().update_call(g.emulator_call, user_id=user.user_id)
-    return user
-
-
-def _json_body() -> dict[str, Any]:
-    data = request.get_data()
-    if not data.strip():
-        return {}
-    try:
-        body = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EmulatorError("invalid_argument", "body is not JSON") from exc
-    if not isinstance(body, dict):
-        raise EmulatorError("invalid_argument", "body is not a JSON object")
-    return body
 
 
 def _chat_frame() -> dict[str, Any]:
@@ -220,21 +166,6 @@ def _chat_frame() -> dict[str, Any]:
     if not isinstance(frames[0].message, dict):
         raise EmulatorError("invalid_argument", "the frame must hold a JSON object")
     return frames[0].message
-
-
-def _loggable_body() -> Any:
-    """The body as JSON for the call log, or None; never raises (validation is the route's)."""
-    data = request.get_data()
-    if request.mimetype == CONNECT_JSON:
-        try:
-            frames = FrameDecoder().feed(data)
-        except FrameError:
-            return None
-        return frames[0].message if len(frames) == 1 else None
-    try:
-        return json.loads(data) if data.strip() else None
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
 
 
 def _reply_request(body: dict[str, Any]) -> ReplyRequest:
@@ -261,39 +192,18 @@ def _str_field(container: Any, name: str) -> str:
 def _http_fault_response(fault: Fault) -> Response:
     log.info("answering a Chat call with the %s fault", fault.name)
     if fault.name == "garbage":
-        return Response("<html>gateway error</html>", status=200, content_type="text/html")
+        return Response(GARBAGE_PAGE, status=200, content_type="text/html")
     return HTTP_FAULT_ERRORS[fault.name].to_response()
 
 
-def _nothing() -> None:
-    return None
-
-
 def _stream_response(
-    plan: list[PlannedFrame], config: EmulatorConfig, on_reply_over: Callable[[], None] = _nothing
+    plan: list[PlannedFrame],
+    config: EmulatorConfig,
+    on_reply_over: Callable[[], None] = nothing_to_do,
 ) -> Response:
-    body = _write_frames(plan, config, on_reply_over)
+    chunks = [
+        OutgoingChunk(encode_frame(frame.message, frame.flags), frame.pause, ends_reply(frame))
+        for frame in plan
+    ]
+    body = write_chunks(chunks, config, on_reply_over)
     return Response(body, status=200, content_type=CONNECT_JSON)
-
-
-def _write_frames(
-    plan: list[PlannedFrame], config: EmulatorConfig, on_reply_over: Callable[[], None]
-) -> Iterator[bytes]:
-    """Each frame its own chunk, or 3-byte chunks when ``split_frames`` is on.
-
-    ``on_reply_over`` runs before the first frame that ends the reply is written (or when the
-    plan runs out): a client that has read the end may continue the chat at once.
-    """
-    for index, frame in enumerate(plan):
-        delay = frame.pause + (config.frame_delay if index else 0.0)
-        if delay > 0:
-            time.sleep(delay)
-        if ends_reply(frame):
-            on_reply_over()
-        data = encode_frame(frame.message, frame.flags)
-        if not config.split_frames:
-            yield data
-            continue
-        for start in range(0, len(data), SPLIT_PIECE_SIZE):
-            yield data[start : start + SPLIT_PIECE_SIZE]
-    on_reply_over()
