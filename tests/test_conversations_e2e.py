@@ -8,6 +8,8 @@ import pytest
 import requests
 from helpers import chat, sse_events, upstream_calls
 
+from kimi.settings import PROTOCOLS
+
 
 def chats_of(emulator) -> dict:
     return emulator.state.chats()
@@ -39,6 +41,7 @@ def test_one_shot_chat_is_deleted_when_the_stream_fails(client, auth, emulator, 
     assert len(chats_of(emulator)) == 1
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_one_shot_chat_is_deleted_when_the_client_disconnects(live_server, auth, emulator):
     emulator.state.add_fault("slow", seconds=0.2)
     response = requests.post(
