@@ -1,8 +1,13 @@
-"""Small helpers the tests share: SSE decoding, a chat call, emulator call filters."""
+"""Small helpers the tests share: SSE decoding, a chat call, emulator call filters, processes."""
 
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import time
+
+import requests
 
 
 def sse_events(body: bytes | str) -> list:
@@ -25,3 +30,24 @@ def chat(client, headers: dict, content: str = "hi", **body):
 
 def upstream_calls(emulator, path_part: str) -> list[dict]:
     return [c for c in emulator.state.calls() if path_part in c["path"]]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_serving(url: str, process: subprocess.Popen, timeout: float = 30) -> None:
+    """Poll ``url``/ping until the server ``process`` answers; its output if it died instead."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(process.stdout.read().decode())
+        try:
+            if requests.get(url + "/ping", timeout=1).ok:
+                return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not start within {timeout} s")

@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
-from helpers import sse_events
+from helpers import free_port, sse_events, wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -44,24 +36,11 @@ def gunicorn_url(emulator, tmp_path):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_for(url, process)
+        wait_until_serving(url, process)
         yield url, process
     finally:
         process.terminate()
         process.wait(30)
-
-
-def _wait_for(url: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(process.stdout.read().decode())
-        try:
-            if requests.get(url + "/ping", timeout=1).ok:
-                return
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    raise RuntimeError("gunicorn did not start")
 
 
 def test_gunicorn_streams_a_slow_answer_chunk_by_chunk(gunicorn_url, account, emulator):

@@ -1,0 +1,333 @@
+"""Every deployment path runs the same app the same way: Procfile, Vercel, Render, Zeabur, Docker.
+
+The platform files are parsed and held to the Procfile's command; the Procfile itself is run
+as a process, and the Vercel entry is imported and called the way Vercel does.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import re
+import runpy
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+from helpers import free_port, sse_events, wait_until_serving
+from werkzeug.test import EnvironBuilder
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_STATE_PATH = "./data/kimi-state.db"
+# The longest maxDuration Vercel's Hobby plan accepts (Pro and Enterprise go to 800 s).
+VERCEL_MAX_DURATION = 300
+CHAT = {"model": "kimi", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+REPLY = "Emulator reply to: hi"
+
+
+def procfile_command() -> str:
+    """The ``web:`` command of the Procfile: the one every other path must agree with."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        kind, _, command = line.partition(":")
+        if kind.strip() == "web":
+            return command.strip()
+    raise AssertionError("Procfile has no web: line")
+
+
+def gunicorn_config(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+
+
+def streamed_text(events: list) -> str:
+    return "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-1] if e)
+
+
+# The Procfile, run as a process
+
+
+@pytest.fixture
+def procfile_server(emulator, tmp_path):
+    """The Procfile's command, run as Render/Heroku/Zeabur run it: only ``PORT`` set."""
+    argv = shlex.split(procfile_command())
+    argv[0] = str(Path(sys.executable).with_name(argv[0]))
+    port = free_port()
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "WEB_CONCURRENCY": "1",
+        "KIMI_BASE_URL": emulator.url,
+        "KIMI_AUTH_URL": emulator.url,
+        "KIMI_STATE_PATH": str(tmp_path / "state.db"),
+    }
+    process = subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(url, process)
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        process.communicate(timeout=30)
+
+
+def test_procfile_command_serves_a_streamed_answer_on_port(procfile_server, account):
+    url, _ = procfile_server
+    response = requests.post(
+        url + "/v1/chat/completions",
+        json=CHAT,
+        headers={"Authorization": f"Bearer {account.refresh_token}"},
+        stream=True,
+        timeout=30,
+    )
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    events = sse_events(response.content)
+    assert streamed_text(events) == REPLY
+    assert events[-1] == "[DONE]"
+
+
+def test_sigterm_lets_a_running_stream_finish(procfile_server, account, emulator):
+    url, process = procfile_server
+    emulator.state.add_fault("slow", seconds=0.2)
+    response = requests.post(
+        url + "/v1/chat/completions",
+        json=CHAT,
+        headers={"Authorization": f"Bearer {account.refresh_token}"},
+        stream=True,
+        timeout=30,
+    )
+    pieces = response.iter_content(chunk_size=None)
+    first = next(pieces)  # the stream is running
+    process.send_signal(signal.SIGTERM)
+    events = sse_events(first + b"".join(pieces))
+    assert streamed_text(events) == REPLY
+    assert events[-1] == "[DONE]"
+    assert process.wait(30) == 0
+
+
+# Vercel: app.py imported as a module, its ``app`` called as a WSGI application
+
+
+def import_vercel_entry(entry: str):
+    """Load ``entry`` from the repository root under a fresh name, as Vercel's runtime does."""
+    spec = importlib.util.spec_from_file_location("vercel_entry", ROOT / entry)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def vercel_config() -> dict:
+    return json.loads((ROOT / "vercel.json").read_text())
+
+
+@pytest.fixture
+def vercel_app(vercel_config, emulator, tmp_path, monkeypatch):
+    """The WSGI app Vercel would serve, configured through the environment like a deployment."""
+    (entry,) = vercel_config["functions"]
+    monkeypatch.setenv("KIMI_BASE_URL", emulator.url)
+    monkeypatch.setenv("KIMI_AUTH_URL", emulator.url)
+    monkeypatch.setenv("KIMI_STATE_PATH", str(tmp_path / "state.db"))
+    return import_vercel_entry(entry).app
+
+
+def call_wsgi(app, **request) -> tuple[str, dict[str, str], list[bytes]]:
+    """Call a WSGI app directly; the body comes back as the chunks the app yielded."""
+    environ = EnvironBuilder(**request).get_environ()
+    started = {}
+
+    def start_response(status, headers, exc_info=None):
+        started.update(status=status, headers=dict(headers))
+
+    result = app(environ, start_response)
+    try:
+        chunks = [chunk for chunk in result if chunk]
+    finally:
+        getattr(result, "close", lambda: None)()
+    return started["status"], started["headers"], chunks
+
+
+def test_vercel_streams_through_the_wsgi_callable_chunk_by_chunk(vercel_app, account):
+    status, headers, chunks = call_wsgi(
+        vercel_app,
+        path="/v1/chat/completions",
+        method="POST",
+        json=CHAT,
+        headers={"Authorization": f"Bearer {account.refresh_token}"},
+    )
+    assert status.startswith("200")
+    assert headers["Content-Type"].startswith("text/event-stream")
+    assert len(chunks) > 3
+    assert all(chunk.endswith(b"\n\n") and sse_events(chunk) for chunk in chunks)
+    events = sse_events(b"".join(chunks))
+    assert streamed_text(events) == REPLY
+    assert events[-1] == "[DONE]"
+
+
+def test_vercel_answers_cors_preflight_from_the_app(vercel_app):
+    status, headers, _ = call_wsgi(
+        vercel_app,
+        path="/v1/chat/completions",
+        method="OPTIONS",
+        headers={"Origin": "https://chat.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert status.startswith("204")
+    assert headers["Access-Control-Allow-Origin"] == "*"
+    assert "Authorization" in headers["Access-Control-Allow-Headers"]
+
+
+def test_vercel_config_runs_app_py_for_the_longest_allowed_duration(vercel_config):
+    assert "builds" not in vercel_config  # "builds" would switch off the functions settings
+    assert vercel_config["functions"] == {"app.py": {"maxDuration": VERCEL_MAX_DURATION}}
+    assert "headers" not in vercel_config  # CORS comes from the app; a second copy would clash
+
+
+def test_read_only_working_dir_falls_back_to_the_temp_dir(emulator, tmp_path, monkeypatch, caplog):
+    """Vercel's /var/task is read-only and /tmp is not: the default state path must not crash."""
+    workdir = tmp_path / "task"
+    workdir.mkdir()
+    (workdir / "data").write_text("")  # ./data cannot become a folder, whoever runs the test
+    monkeypatch.chdir(workdir)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    monkeypatch.setenv("KIMI_BASE_URL", emulator.url)
+    monkeypatch.setenv("KIMI_AUTH_URL", emulator.url)
+    with caplog.at_level(logging.WARNING, logger="kimi.store.sqlite"):
+        app = import_vercel_entry("app.py").app
+    status, _, chunks = call_wsgi(app, path="/healthz")
+    assert status.startswith("200")
+    assert json.loads(b"".join(chunks))["store"] == "ok"
+    assert (tmp_path / "tmp" / "kimi-free-api" / "kimi-state.db").is_file()
+    assert "not writable" in caplog.text
+
+
+# Render, Zeabur, Docker: parsed, and held to the Procfile
+
+
+@pytest.fixture
+def render_service() -> dict:
+    blueprint = yaml.safe_load((ROOT / "render.yaml").read_text())
+    (service,) = blueprint["services"]
+    return service
+
+
+def test_render_blueprint_runs_the_procfile_command(render_service):
+    assert render_service["type"] == "web"
+    assert render_service["runtime"] == "python"
+    assert render_service["plan"] == "free"
+    assert render_service["buildCommand"] == "pip install -r requirements.txt"
+    assert render_service["startCommand"] == procfile_command()
+    assert render_service["healthCheckPath"] == "/healthz"
+
+
+def test_render_blueprint_asks_for_secrets_in_the_dashboard(render_service):
+    env = {var["key"]: var for var in render_service["envVars"]}
+    for secret in ("KIMI_TOKENS", "API_KEYS"):
+        assert env[secret] == {"key": secret, "sync": False}
+
+
+def test_render_waits_longer_than_the_graceful_timeout(render_service, monkeypatch):
+    env = {var["key"]: var.get("value") for var in render_service["envVars"]}
+    config = gunicorn_config(monkeypatch, GRACEFUL_TIMEOUT=env["GRACEFUL_TIMEOUT"])
+    assert render_service["maxShutdownDelaySeconds"] > config["graceful_timeout"]
+
+
+def test_zeabur_starts_the_procfile_command_not_the_dockerfile():
+    config = json.loads((ROOT / "zbpack.json").read_text())
+    assert config["start_command"] == procfile_command()
+    assert config["ignore_dockerfile"] is True
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """``(INSTRUCTION, arguments)`` pairs, with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n\s*", " ", (ROOT / "Dockerfile").read_text())
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1])
+        for line in lines
+        if line and not line.startswith("#")
+    ]
+
+
+def test_dockerfile_builds_a_pinned_slim_non_root_image():
+    instructions = dockerfile_instructions()
+    (base,) = [args for name, args in instructions if name == "FROM"]
+    assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim(-\w+)?", base)
+    (user,) = [args for name, args in instructions if name == "USER"]
+    assert user not in ("root", "0")
+    runs = " ".join(args for name, args in instructions if name == "RUN")
+    assert "pip install -r requirements.txt" in runs
+    assert ("EXPOSE", "8000") in instructions
+
+
+def test_dockerfile_runs_the_procfile_command_and_checks_health():
+    instructions = dict(dockerfile_instructions())
+    assert json.loads(instructions["CMD"]) == shlex.split(procfile_command())
+    assert "/healthz" in instructions["HEALTHCHECK"]
+
+
+def test_compose_keeps_the_state_file_on_a_named_volume():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    service = compose["services"]["kimi-free-api"]
+    assert service["build"] == "."
+    assert "command" not in service  # the Dockerfile's CMD, which is the Procfile's
+    state_dir = str(Path(service["environment"]["KIMI_STATE_PATH"]).parent)
+    volume, _, mount = service["volumes"][0].partition(":")
+    assert mount == state_dir
+    assert volume in compose["volumes"]
+    assert "8000:8000" in service["ports"]
+
+
+def test_compose_waits_longer_than_the_graceful_timeout(monkeypatch):
+    service = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    grace = service["kimi-free-api"]["stop_grace_period"]
+    config = gunicorn_config(monkeypatch)
+    assert int(grace.removesuffix("s")) > config["graceful_timeout"]
+
+
+# gunicorn.conf.py, the one configuration every path reads
+
+
+def test_gunicorn_config_reads_port_and_workers_from_the_environment(monkeypatch):
+    config = gunicorn_config(monkeypatch, PORT="9321", WEB_CONCURRENCY="3")
+    assert config["bind"] == "0.0.0.0:9321"
+    assert config["workers"] == 3
+
+
+def test_gunicorn_config_defaults_to_port_8000_and_a_streaming_worker(monkeypatch):
+    config = gunicorn_config(monkeypatch)
+    assert config["bind"] == "0.0.0.0:8000"
+    assert config["worker_class"] in ("gthread", "gevent")  # never sync: it kills long streams
+    assert "{" not in config["access_log_format"]  # no request header in the access log
+
+
+def test_readme_links_every_deployment_file():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for path in ("deploy/kimi-free-api.service", "deploy/nginx-kimi-free-api.conf"):
+        assert path in readme
+        assert (ROOT / path).is_file()
+    assert "render.com/deploy" in readme
+
+
+def test_pyproject_pins_the_same_runtime_dependencies_as_requirements():
+    import tomllib
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    requirements = [
+        line.strip()
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert sorted(pyproject["project"]["dependencies"]) == sorted(requirements)
