@@ -117,13 +117,17 @@ def _writable_path(path: str) -> str:
     if path == ":memory:":
         raise ValueError("an in-memory SQLite store is not shared between threads; use a file")
     folder = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(folder, exist_ok=True)
-        if os.access(folder, os.W_OK):
-            return path
-    except OSError:
-        pass
+    if _is_writable_folder(folder):
+        return path
     fallback = os.path.join(tempfile.gettempdir(), "kimi-free-api", os.path.basename(path))
     os.makedirs(os.path.dirname(fallback), exist_ok=True)
     log.warning("State folder %s is not writable; using %s (lost on restart)", folder, fallback)
     return fallback
+
+
+def _is_writable_folder(folder: str) -> bool:
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError:
+        return False  # read-only file system (Vercel, some containers): fall back
+    return os.access(folder, os.W_OK)
