@@ -17,11 +17,8 @@ from .service import KimiService
 
 bp = Blueprint("api", __name__)
 
-STREAM_HEADERS = {
-    "Cache-Control": "no-cache",
-    "X-Accel-Buffering": "no",
-    "Connection": "keep-alive",
-}
+# No Connection header: hop-by-hop headers are the server's to set, not a WSGI app's (PEP 3333).
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 WELCOME = """kimi-free-api is running.
 
 POST /v1/chat/completions   OpenAI chat completions (stream or not)

@@ -112,3 +112,22 @@ def test_server_pool_with_the_right_api_key_answers(keyed_client):
 def test_server_pool_without_api_keys_serves_any_caller(make_settings, account):
     settings = make_settings(kimi_tokens=tuple(split_credentials(account.refresh_token)))
     assert chat(create_app(settings).test_client(), {}).status_code == 200
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_responses_obey_the_wsgi_contract(app, auth, stream):
+    from wsgiref.util import is_hop_by_hop
+    from wsgiref.validate import validator
+
+    from werkzeug.test import Client
+
+    strict = Client(validator(app.wsgi_app))
+    response = strict.post(
+        "/v1/chat/completions",
+        json={"model": "kimi", "stream": stream, "messages": [{"role": "user", "content": "hi"}]},
+        headers=auth,
+    )
+    assert response.status_code == 200
+    assert b"Emulator" in response.get_data()
+    assert not [name for name in response.headers.keys() if is_hop_by_hop(name)]
+    response.close()
