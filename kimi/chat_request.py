@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import BadRequest
-from .history import Message, flatten_history, messages_after_last_reply
+from .history import FileRef, Message, flatten_history, messages_after_last_reply
 from .models import ModelOptions, parse_model
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 NEW_CONVERSATION = ("none", "None")
+MAX_FILES_PER_MESSAGE = 10
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,11 @@ class ChatRequest:
         return tuple(messages_after_last_reply(list(self.messages))) or self.messages[-1:]
 
     @property
+    def files(self) -> tuple[FileRef, ...]:
+        """The latest message's files: the ones sent upstream (earlier ones are only named)."""
+        return self.messages[-1].files
+
+    @property
     def prompt(self) -> str:
         return flatten_history(list(self.messages))
 
@@ -42,11 +48,11 @@ class ChatRequest:
         return flatten_history(list(self.latest_messages))
 
 
-def parse_chat_request(body: Any) -> ChatRequest:
+def parse_chat_request(body: Any, *, max_files: int = MAX_FILES_PER_MESSAGE) -> ChatRequest:
     """Validate an OpenAI chat body; every problem is a ``BadRequest`` naming its field."""
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.")
-    messages = _messages(body.get("messages"))
+    messages = _messages(body.get("messages"), max_files)
     n = body.get("n", 1)
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n != 1):
         raise BadRequest("Only n=1 is supported: Kimi answers once per turn.", param="n")
@@ -69,11 +75,19 @@ def parse_chat_request(body: Any) -> ChatRequest:
     )
 
 
-def _messages(raw: Any) -> list[Message]:
+def _messages(raw: Any, max_files: int) -> list[Message]:
     if not isinstance(raw, list) or not raw:
         raise BadRequest("'messages' must be a non-empty array.", param="messages")
     messages = [_message(item, index) for index, item in enumerate(raw)]
-    if not any(m.content.strip() for m in messages):
+    for index, message in enumerate(messages):
+        if len(message.files) > max_files:
+            raise BadRequest(
+                f"messages[{index}] has {len(message.files)} files; at most {max_files} are "
+                "allowed in one message.",
+                param=f"messages[{index}].content",
+                code="too_many_files",
+            )
+    if not any(m.content.strip() or m.files for m in messages):
         raise BadRequest("'messages' has no text to send.", param="messages")
     return messages
 
@@ -87,30 +101,63 @@ def _message(item: Any, index: int) -> Message:
         raise BadRequest(
             f"{param}.role must be one of {', '.join(ROLES)}; got {role!r}.", param=f"{param}.role"
         )
-    return Message(role=role, content=_content(item.get("content"), f"{param}.content"))
+    content, files = _content(item.get("content"), f"{param}.content")
+    return Message(role=role, content=content, files=files)
 
 
-def _content(content: Any, param: str) -> str:
+def _content(content: Any, param: str) -> tuple[str, tuple[FileRef, ...]]:
     if content is None:
-        return ""
+        return "", ()
     if isinstance(content, str):
-        return content
+        return content, ()
     if not isinstance(content, list):
         raise BadRequest(f"{param} must be a string or an array of parts.", param=param)
-    texts = []
+    texts, files = [], []
     for index, part in enumerate(content):
+        part_param = f"{param}[{index}]"
         part_type = part.get("type") if isinstance(part, dict) else None
-        if part_type != "text":
+        if part_type == "text":
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise BadRequest(f"{part_param}.text must be a string.", param=part_param)
+            texts.append(text)
+        elif part_type in ("file", "image_url"):
+            files.append(_file_part(part, part_param))
+        else:
             raise BadRequest(
-                f"{param}[{index}] has type {part_type!r}; only 'text' parts are supported.",
-                param=f"{param}[{index}]",
+                f"{part_param} has type {part_type!r}; supported parts are 'text', "
+                "'image_url' and 'file'.",
+                param=part_param,
                 code="unsupported_content_type",
             )
-        text = part.get("text")
-        if not isinstance(text, str):
-            raise BadRequest(f"{param}[{index}].text must be a string.", param=f"{param}[{index}]")
-        texts.append(text)
-    return "\n".join(texts)
+    return "\n".join(texts), tuple(files)
+
+
+def _file_part(part: dict, param: str) -> FileRef:
+    """The three shapes: ``file.file_url.url``, ``image_url.url``, ``file.file.file_data``."""
+    if part["type"] == "image_url":
+        image = part.get("image_url")
+        url = image.get("url") if isinstance(image, dict) else image
+        return FileRef(_url(url, param), kind="image")
+    if isinstance(part.get("file_url"), dict):
+        return FileRef(_url(part["file_url"].get("url"), param))
+    file = part.get("file") if isinstance(part.get("file"), dict) else {}
+    filename = file.get("filename") if isinstance(file.get("filename"), str) else None
+    if file.get("file_data") is not None:
+        return FileRef(_url(file["file_data"], param), filename=filename)
+    raise BadRequest(
+        f"{param} needs file_url.url or file.file_data (uploaded file ids are not supported).",
+        param=param,
+    )
+
+
+def _url(value: Any, param: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest(f"{param} has no URL.", param=param)
+    value = value.strip()
+    if not value.startswith(("http://", "https://", "data:")):
+        raise BadRequest(f"{param} must be an http(s) URL or a data: URL.", param=param)
+    return value
 
 
 def _conversation(raw: Any) -> tuple[str | None, bool]:

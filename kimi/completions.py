@@ -43,6 +43,7 @@ class TurnStream:
         self.conversation_id: str | None = request.conversation_id
         self.account: Credential | None = None
         self._content_sent = False
+        self._files: tuple = ()
         self._events = self._run()
 
     def __iter__(self) -> Iterator[ContentEvent]:
@@ -56,6 +57,7 @@ class TurnStream:
 
     def _run(self) -> Iterator[ContentEvent]:
         existing = self._existing_conversation()
+        self._files = self.upstream.prepare_files(self.request.files)
         tried: set[str] = set()
         retried_auth: set[str] = set()
         while True:
@@ -118,6 +120,7 @@ class TurnStream:
             options=self.request.options,
             chat_id=existing.chat_id if existing else None,
             parent_id=existing.parent_id if existing else None,
+            files=self._files,
         )
         self.conversation_id = target.chat_id
         events = self.upstream.stream_turn(session, target)

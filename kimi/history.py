@@ -13,11 +13,34 @@ FOCUS_HINT = (
 
 
 @dataclass(frozen=True)
+class FileRef:
+    """A document or image attached to a message: an http(s) URL or a ``data:`` URL."""
+
+    url: str
+    filename: str | None = None
+    kind: str = "file"  # "file" or "image"
+
+    @property
+    def name(self) -> str:
+        if self.filename:
+            return self.filename
+        if self.url.startswith("data:"):
+            return "image" if self.kind == "image" else "document"
+        return self.url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "document"
+
+
+@dataclass(frozen=True)
 class Message:
-    """One chat message reduced to its role and its text."""
+    """One chat message reduced to its role, its text and the files attached to it."""
 
     role: str
     content: str
+    files: tuple[FileRef, ...] = ()
+
+    @property
+    def file_notes(self) -> str:
+        """Attached files named in the text; their contents travel separately."""
+        return "".join(f"\n[{f.kind}: {f.name}]" for f in self.files)
 
 
 def flatten_history(
@@ -28,13 +51,16 @@ def flatten_history(
     ``user_text`` rewrites the text of user messages (the legacy backend wants URLs tagged).
     """
     if len(messages) == 1 and messages[0].role == "user":
-        return user_text(messages[0].content)
-    lines = [
-        f"{m.role}:{user_text(m.content) if m.role == 'user' else m.content}" for m in messages
-    ]
+        return user_text(messages[0].content) + messages[0].file_notes
+    lines = [f"{m.role}:{_text(m, user_text)}" for m in messages]
     if len(messages) > 1 and any(m.role == "assistant" for m in messages[:-1]):
         lines.insert(len(lines) - 1, FOCUS_HINT)
     return "\n".join(lines)
+
+
+def _text(message: Message, user_text: Callable[[str], str]) -> str:
+    content = user_text(message.content) if message.role == "user" else message.content
+    return content + message.file_notes
 
 
 def messages_after_last_reply(messages: Sequence[Message]) -> list[Message]:

@@ -37,7 +37,7 @@ def service() -> KimiService:
 @bp.post("/v1/chat/completions")
 @bp.post("/chat/completions")
 def chat_completions() -> Response:
-    chat = parse_chat_request(_json_body())
+    chat = parse_chat_request(_json_body(), max_files=service().settings.max_files_per_message)
     pool = resolve_pool(service().settings, request.headers.get("Authorization"))
     turn = service().start_turn(chat, pool)
     if not chat.stream:

@@ -30,7 +30,10 @@ class Settings:
     cooldown_seconds: float = 600.0
     models_cache_seconds: float = 600.0
     conversation_ttl_seconds: float = 30 * 24 * 3600.0
-    max_request_bytes: int = 8 * 1024 * 1024
+    max_file_mb: float = 100.0
+    max_files_per_message: int = 10
+    max_document_chars: int = 200_000
+    allow_private_file_urls: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -56,7 +59,23 @@ class Settings:
             keepalive_seconds=_number(env, "KEEPALIVE_SECONDS", cls.keepalive_seconds),
             cooldown_seconds=_number(env, "KIMI_COOLDOWN_SECONDS", cls.cooldown_seconds),
             models_cache_seconds=_number(env, "MODELS_CACHE_SECONDS", cls.models_cache_seconds),
+            max_file_mb=_number(env, "MAX_FILE_MB", cls.max_file_mb),
+            max_files_per_message=int(
+                _number(env, "MAX_FILES_PER_MESSAGE", cls.max_files_per_message)
+            ),
+            max_document_chars=int(_number(env, "MAX_DOCUMENT_CHARS", cls.max_document_chars)),
+            allow_private_file_urls=env.get("ALLOW_PRIVATE_FILE_URLS", "").strip().lower()
+            in ("1", "true", "yes"),
         )
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * 1024 * 1024)
+
+    @property
+    def max_request_bytes(self) -> int:
+        """Room for one file at the limit as a base64 data URL, plus the rest of the body."""
+        return self.max_file_bytes * 4 // 3 + 8 * 1024 * 1024
 
     @property
     def timeout(self) -> tuple[float, float]:

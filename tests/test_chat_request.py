@@ -6,7 +6,7 @@ import pytest
 
 from kimi.chat_request import parse_chat_request
 from kimi.errors import BadRequest
-from kimi.history import FOCUS_HINT
+from kimi.history import FOCUS_HINT, FileRef
 from kimi.models import ModelOptions, parse_model
 
 
@@ -37,15 +37,76 @@ def test_text_parts_are_joined_like_a_string():
     assert request.prompt == "line one\nline two"
 
 
-def test_non_text_part_is_a_bad_request_naming_the_part():
+def test_an_unsupported_part_is_a_bad_request_naming_the_part():
     parts = [
         {"type": "text", "text": "what is this?"},
-        {"type": "image_url", "image_url": {"url": "https://img.test/cat.png"}},
+        {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
     ]
     error = bad_request(body([{"role": "user", "content": parts}]))
     assert error.param == "messages[0].content[1]"
-    assert "image_url" in error.message
+    assert "input_audio" in error.message
     assert error.status == 400
+
+
+@pytest.mark.parametrize(
+    "part, expected",
+    [
+        (
+            {"type": "file", "file_url": {"url": "https://docs.test/a.pdf"}},
+            FileRef("https://docs.test/a.pdf"),
+        ),
+        (
+            {"type": "image_url", "image_url": {"url": "https://img.test/cat.png"}},
+            FileRef("https://img.test/cat.png", kind="image"),
+        ),
+        (
+            {
+                "type": "file",
+                "file": {"file_data": "data:text/plain;base64,aGk=", "filename": "a.txt"},
+            },
+            FileRef("data:text/plain;base64,aGk=", filename="a.txt"),
+        ),
+    ],
+)
+def test_the_three_file_part_shapes_become_files_of_the_message(part, expected):
+    request = parse_chat_request(body([{"role": "user", "content": [part]}]))
+    assert request.files == (expected,)
+    assert request.prompt == f"\n[{expected.kind}: {expected.name}]"
+
+
+@pytest.mark.parametrize(
+    "part",
+    [
+        {"type": "file", "file": {"file_id": "file-123"}},
+        {"type": "file", "file_url": {"url": "ftp://x/y"}},
+        {"type": "image_url", "image_url": {"url": ""}},
+    ],
+)
+def test_a_file_part_without_a_usable_url_is_a_bad_request(part):
+    error = bad_request(body([{"role": "user", "content": [part]}]))
+    assert error.param == "messages[0].content[0]"
+
+
+def test_too_many_files_in_one_message_is_a_bad_request():
+    part = {"type": "file", "file_url": {"url": "https://docs.test/a.pdf"}}
+    with pytest.raises(BadRequest) as info:
+        parse_chat_request(body([{"role": "user", "content": [part] * 3}]), max_files=2)
+    assert info.value.code == "too_many_files"
+
+
+def test_files_of_earlier_messages_are_only_named_in_the_history():
+    part = {"type": "file", "file_url": {"url": "https://docs.test/report.pdf"}}
+    request = parse_chat_request(
+        body(
+            [
+                {"role": "user", "content": [{"type": "text", "text": "read this"}, part]},
+                {"role": "assistant", "content": "done"},
+                {"role": "user", "content": "summarise it"},
+            ]
+        )
+    )
+    assert request.files == ()
+    assert request.prompt.splitlines()[:2] == ["user:read this", "[file: report.pdf]"]
 
 
 @pytest.mark.parametrize(

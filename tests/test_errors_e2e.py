@@ -29,7 +29,7 @@ def error_of(response) -> dict:
                 "messages": [
                     {
                         "role": "user",
-                        "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}],
+                        "content": [{"type": "input_audio", "input_audio": {"data": "AA"}}],
                     }
                 ]
             },

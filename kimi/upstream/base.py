@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..events import Event
-from ..history import Message
+from ..history import FileRef, Message
 from ..models import ModelOptions
 
 
@@ -41,6 +41,7 @@ class TurnTarget:
 
     messages: tuple[Message, ...]
     options: ModelOptions
+    files: tuple = ()  # what prepare_files made of the latest message's files
     chat_id: str | None = None
     parent_id: str | None = None
 
@@ -52,6 +53,10 @@ class Upstream(Protocol):
 
     def refresh(self, refresh_token: str) -> TokenGrant:
         """Exchange a refresh token for an access token (and maybe a new refresh token)."""
+        ...
+
+    def prepare_files(self, files: tuple[FileRef, ...]) -> tuple:
+        """Fetch and check the latest message's files once per turn, before any chat call."""
         ...
 
     def stream_turn(self, session: Session, target: TurnTarget) -> Generator[Event, None, None]:

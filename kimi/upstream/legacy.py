@@ -11,9 +11,9 @@ from typing import Any
 import requests
 import sseclient
 
-from ..errors import RateLimited, UpstreamError
+from ..errors import BadRequest, RateLimited, UpstreamError
 from ..events import ChatOpened, Event
-from ..history import flatten_history
+from ..history import FileRef, flatten_history
 from ..models import ModelOptions
 from ..settings import Settings
 from ..tokens import decode_claims
@@ -75,6 +75,15 @@ class LegacyUpstream:
             expires_at=float(exp or time.time() + ACCESS_TOKEN_LIFETIME),
             user_id=str(user.get("id") or ""),
         )
+
+    def prepare_files(self, files: tuple[FileRef, ...]) -> tuple:
+        if files:
+            raise BadRequest(
+                "Files and images are not supported with KIMI_PROTOCOL=legacy yet: the upload "
+                "flow is being built. Use KIMI_PROTOCOL=web for documents.",
+                code="unsupported_content_type",
+            )
+        return ()
 
     def stream_turn(self, session: Session, target: TurnTarget) -> Iterator[Event]:
         options = target.options

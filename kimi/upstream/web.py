@@ -10,7 +10,9 @@ import requests
 
 from ..errors import UpstreamError
 from ..events import Event
-from ..history import flatten_history
+from ..files.documents import read_documents
+from ..files.extract import format_for_prompt
+from ..history import FileRef, flatten_history
 from ..models import ModelOptions, model_ids_for_scenario
 from ..settings import Settings
 from ..tokens import decode_claims
@@ -76,6 +78,10 @@ class WebUpstream:
             expires_at=float(claims.get("exp") or time.time() + ACCESS_TOKEN_LIFETIME),
             user_id=str(claims.get("sub") or ""),
         )
+
+    def prepare_files(self, files: tuple[FileRef, ...]) -> tuple:
+        # No upload flow is publicly described for this backend: read documents locally.
+        return tuple(read_documents(files, self.settings)) if files else ()
 
     def stream_turn(self, session: Session, target: TurnTarget) -> Iterator[Event]:
         body = chat_body(target)
@@ -163,6 +169,12 @@ class WebUpstream:
         return headers
 
 
+def prompt_text(target: TurnTarget) -> str:
+    """The flattened messages, after the attached documents' text when there is any."""
+    prompt = flatten_history(target.messages)
+    return f"{format_for_prompt(target.files)}\n\n{prompt}" if target.files else prompt
+
+
 def chat_body(target: TurnTarget) -> dict[str, Any]:
     """The Chat request for one turn: one ``message``, history already flattened into it."""
     options: ModelOptions = target.options
@@ -176,7 +188,7 @@ def chat_body(target: TurnTarget) -> dict[str, Any]:
             "role": "user",
             "scenario": scenario,
             "is_goal": False,
-            "blocks": [{"message_id": "", "text": {"content": flatten_history(target.messages)}}],
+            "blocks": [{"message_id": "", "text": {"content": prompt_text(target)}}],
         },
         "options": {"thinking": options.thinking, "enable_plugin": False},
         "project_id": "",

@@ -1,0 +1,174 @@
+"""Documents sent in messages (web protocol): fetched safely, read locally, put in the prompt."""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+import zipfile
+
+import pytest
+from flask import Flask, Response, redirect
+from helpers import chat, upstream_calls
+from werkzeug.serving import make_server
+
+from kimi import create_app
+
+NOTES = "Quarterly notes: revenue grew 12 percent."
+DOCX_XML = (
+    '<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main">'
+    "<w:body><w:p><w:r><w:t>合同第一条：付款期限三十天。</w:t></w:r></w:p></w:body></w:document>"
+)
+
+
+def docx_bytes() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("word/document.xml", DOCX_XML)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def file_server():
+    files = Flask("files")
+    files.add_url_rule("/notes.txt", "notes", lambda: Response(NOTES, mimetype="text/plain"))
+    files.add_url_rule(
+        "/page.html",
+        "page",
+        lambda: Response(
+            "<html><script>x()</script><p>Hello page</p></html>", mimetype="text/html"
+        ),
+    )
+    files.add_url_rule(
+        "/contract.docx",
+        "docx",
+        lambda: Response(
+            docx_bytes(),
+            mimetype="application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        ),
+    )
+    files.add_url_rule("/missing.pdf", "missing", lambda: Response("no", status=404))
+    files.add_url_rule("/hop", "hop", lambda: redirect("/notes.txt"))
+    server = make_server("127.0.0.1", 0, files, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture
+def doc_client(make_settings):
+    return create_app(make_settings(allow_private_file_urls=True)).test_client()
+
+
+def ask(client, auth, *parts, text="What does it say?"):
+    content = [{"type": "text", "text": text}, *parts]
+    return chat(client, auth, messages=[{"role": "user", "content": content}])
+
+
+def sent_prompt(emulator) -> str:
+    return upstream_calls(emulator, "ChatService/Chat")[-1]["body"]["message"]["blocks"][0]["text"][
+        "content"
+    ]
+
+
+@pytest.mark.parametrize(
+    "make_part",
+    [
+        lambda url: {"type": "file", "file_url": {"url": url + "/notes.txt"}},
+        lambda url: {
+            "type": "file",
+            "file": {
+                "file_data": "data:text/plain;base64," + base64.b64encode(NOTES.encode()).decode(),
+                "filename": "notes.txt",
+            },
+        },
+    ],
+    ids=["file_url", "file_data"],
+)
+def test_a_document_reaches_kimi_as_named_delimited_text(
+    doc_client, auth, emulator, file_server, make_part
+):
+    response = ask(doc_client, auth, make_part(file_server))
+    assert response.status_code == 200, response.get_json()
+    prompt = sent_prompt(emulator)
+    assert '<document name="notes.txt"' in prompt
+    assert NOTES in prompt
+    assert prompt.rstrip().endswith("What does it say?\n[file: notes.txt]")
+
+
+def test_docx_and_html_are_read_as_text(doc_client, auth, emulator, file_server):
+    parts = [
+        {"type": "file", "file_url": {"url": file_server + "/contract.docx"}},
+        {"type": "file", "file_url": {"url": file_server + "/page.html"}},
+    ]
+    assert ask(doc_client, auth, *parts).status_code == 200
+    prompt = sent_prompt(emulator)
+    assert "合同第一条：付款期限三十天。" in prompt
+    assert "Hello page" in prompt and "x()" not in prompt
+
+
+def test_a_redirect_to_a_document_is_followed(doc_client, auth, emulator, file_server):
+    assert (
+        ask(
+            doc_client, auth, {"type": "file", "file_url": {"url": file_server + "/hop"}}
+        ).status_code
+        == 200
+    )
+    assert NOTES in sent_prompt(emulator)
+
+
+@pytest.mark.parametrize(
+    "part_for",
+    [
+        lambda url: {"type": "file", "file_url": {"url": url + "/missing.pdf"}},
+        lambda url: {"type": "file", "file_url": {"url": "http://127.0.0.1:9/nothing.txt"}},
+        lambda url: {"type": "file", "file": {"file_data": "data:text/plain;base64,@@@"}},
+        lambda url: {"type": "file", "file": {"file_data": "data:image/x-unknown;base64,AAAA"}},
+        lambda url: {"type": "image_url", "image_url": {"url": url + "/cat.png"}},
+    ],
+    ids=["source-404", "unreachable", "bad-base64", "unknown-type", "image-under-web"],
+)
+def test_bad_files_are_a_400_and_nothing_reaches_the_chat(
+    doc_client, auth, emulator, file_server, part_for
+):
+    response = ask(doc_client, auth, part_for(file_server))
+    assert response.status_code == 400, response.get_json()
+    assert response.get_json()["error"]["message"]
+    assert upstream_calls(emulator, "ChatService/Chat") == []
+
+
+def test_private_addresses_are_refused_by_default(make_settings, auth, emulator, file_server):
+    client = create_app(make_settings()).test_client()
+    response = ask(client, auth, {"type": "file", "file_url": {"url": file_server + "/notes.txt"}})
+    assert response.status_code == 400
+    assert "not allowed" in response.get_json()["error"]["message"]
+    assert upstream_calls(emulator, "ChatService/Chat") == []
+
+
+def test_a_file_over_the_size_cap_is_a_400(make_settings, auth, emulator):
+    client = create_app(make_settings(max_file_mb=0.001)).test_client()
+    data = base64.b64encode(b"x" * 5000).decode()
+    part = {"type": "file", "file": {"file_data": f"data:text/plain;base64,{data}"}}
+    response = ask(client, auth, part)
+    assert response.status_code == 400
+    assert upstream_calls(emulator, "ChatService/Chat") == []
+
+
+def test_a_document_over_the_text_cap_is_a_400(make_settings, auth, emulator):
+    client = create_app(make_settings(max_document_chars=10)).test_client()
+    data = base64.b64encode(NOTES.encode()).decode()
+    part = {"type": "file", "file": {"file_data": f"data:text/plain;base64,{data}"}}
+    response = ask(client, auth, part)
+    assert response.status_code == 400
+    assert "10" in response.get_json()["error"]["message"]
+
+
+@pytest.mark.parametrize("protocol", ["legacy"])
+def test_files_under_legacy_are_a_clear_400_until_its_upload_flow_lands(client, auth, emulator):
+    part = {"type": "file", "file_url": {"url": "https://docs.example/a.pdf"}}
+    response = ask(client, auth, part)
+    assert response.status_code == 400
+    assert "KIMI_PROTOCOL=legacy" in response.get_json()["error"]["message"]
+    assert [c for c in emulator.state.calls() if "/api/chat" in c["path"]] == []
