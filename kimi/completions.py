@@ -41,9 +41,7 @@ class TurnStream:
         self.conversations = conversations
         self.upstream = upstream
         self.conversation_id: str | None = request.conversation_id
-        self.account: Credential | None = None
         self._content_sent = False
-        self._files: tuple = ()
         self._events = self._run()
 
     def __iter__(self) -> Iterator[ContentEvent]:
@@ -57,13 +55,13 @@ class TurnStream:
 
     def _run(self) -> Iterator[ContentEvent]:
         existing = self._existing_conversation()
-        self._files = self.upstream.prepare_files(self.request.files)
+        target = self._target(existing)  # the same for every account tried
         tried: set[str] = set()
         retried_auth: set[str] = set()
         while True:
             credential = self._owner(existing) if existing else self._choose(tried)
             try:
-                yield from self._attempt(credential, existing, retried_auth)
+                yield from self._attempt(credential, target, retried_auth)
                 return
             except UpstreamAuthRejected:
                 if self._content_sent:
@@ -108,20 +106,22 @@ class TurnStream:
             param="conversation_id",
         )
 
-    def _attempt(
-        self, credential: Credential, existing: Conversation | None, retried_auth: set[str]
-    ) -> Iterator[ContentEvent]:
-        session, fresh = self.accounts.session(credential)
-        if fresh:
-            retried_auth.add(credential.account_id)  # a new token failing again is not stale
-        self.account = credential
-        target = TurnTarget(
+    def _target(self, existing: Conversation | None) -> TurnTarget:
+        """What to send; files are fetched and checked here, once, before any chat call."""
+        return TurnTarget(
             messages=self.request.latest_messages if existing else self.request.messages,
             options=self.request.options,
             chat_id=existing.chat_id if existing else None,
             parent_id=existing.parent_id if existing else None,
-            files=self._files,
+            files=self.upstream.prepare_files(self.request.files),
         )
+
+    def _attempt(
+        self, credential: Credential, target: TurnTarget, retried_auth: set[str]
+    ) -> Iterator[ContentEvent]:
+        session, fresh = self.accounts.session(credential)
+        if fresh:
+            retried_auth.add(credential.account_id)  # a new token failing again is not stale
         self.conversation_id = target.chat_id
         events = self.upstream.stream_turn(session, target)
         try:
@@ -130,7 +130,7 @@ class TurnStream:
                 yield event
         finally:
             events.close()
-            if self.conversation_id and not existing and not self.request.keep_chat:
+            if self.conversation_id and not target.chat_id and not self.request.keep_chat:
                 self._delete_chat(credential, session, self.conversation_id)
 
     def _content(self, events: Generator, credential: Credential) -> Iterator[ContentEvent]:
