@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -139,10 +140,21 @@ def raise_for_status(response: requests.Response, default_retry_after: float) ->
         return
     data = json_or_none(response) or {}
     error = data.get("error") if isinstance(data.get("error"), dict) else data
-    code = error.get("code") or error.get("error_type") or ""
-    message = error.get("message") or error.get("msg") or f"HTTP {response.status_code}"
     retry_after = retry_after_seconds(response, default_retry_after)
-    raise error_for(response.status_code, str(code), str(message), retry_after)
+    raise error_from_body(error, retry_after, status=response.status_code)
+
+
+def error_from_body(error: Any, retry_after: float, status: int | None = None) -> KimiError:
+    """The service's error for an upstream error object, in-stream or in a failed answer.
+
+    Either generation's shape: ``{"code", "message"}`` or ``{"error_type", "message"}``, and
+    some clients saw ``msg`` for the message.
+    """
+    if not isinstance(error, dict):
+        error = {"message": str(error or "")}
+    code = error.get("code") or error.get("error_type") or ""
+    message = error.get("message") or error.get("msg") or (f"HTTP {status}" if status else "")
+    return error_for(status, str(code), str(message), retry_after)
 
 
 def json_body(response: requests.Response, what: str, default_retry_after: float) -> dict:

@@ -20,7 +20,7 @@ from ..events import (
     ReplyStarted,
     TextDelta,
 )
-from .http import error_for
+from .http import error_from_body
 
 IGNORED_EVENTS = frozenset({"ping", "debug", "rename", "search_plus_start", "loading"})
 # In-stream errors that mean "try again" rather than "the answer was stopped".
@@ -78,13 +78,7 @@ class LegacyStreamParser:
         return Finish(FINISH_LENGTH if self.hit_length else FINISH_STOP)
 
     def _error(self, error: Any) -> None:
-        error = error if isinstance(error, dict) else {}
-        exc = error_for(
-            None,
-            str(error.get("error_type") or error.get("code") or ""),
-            str(error.get("message") or error.get("msg") or ""),
-            self._retry_after,
-        )
+        exc = error_from_body(error, self._retry_after)
         if isinstance(exc, RETRYABLE_ERRORS):
             raise exc
         # Anything else stopped the answer (most often moderation): keep what came before.

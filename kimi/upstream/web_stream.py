@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..citations import CitationStripper
-from ..errors import KimiError
 from ..events import (
     FINISH_CONTENT_FILTER,
     FINISH_STOP,
@@ -18,7 +17,7 @@ from ..events import (
     TextDelta,
 )
 from .connect import Frame
-from .http import error_for
+from .http import error_from_body
 
 STATUS_COMPLETED = "MESSAGE_STATUS_COMPLETED"
 # Final statuses that mean the answer was stopped by moderation rather than finished.
@@ -47,7 +46,7 @@ class WebStreamParser:
     def feed(self, frame: Frame) -> Iterator[Event]:
         message = frame.message if isinstance(frame.message, dict) else {}
         if "error" in message and message["error"]:
-            raise self._error(message["error"])
+            raise error_from_body(message["error"], self._retry_after)
         if "chat" in message and isinstance(message["chat"], dict) and message["chat"].get("id"):
             yield ChatOpened(str(message["chat"]["id"]))
         if "op" in message:
@@ -123,12 +122,6 @@ class WebStreamParser:
         if tail:
             yield TextDelta(tail)
         yield Finish(self._finish_reason or FINISH_STOP)
-
-    def _error(self, error: Any) -> KimiError:
-        if not isinstance(error, dict):
-            return error_for(None, "", str(error), self._retry_after)
-        message = error.get("message") or error.get("msg") or ""
-        return error_for(None, str(error.get("code", "")), str(message), self._retry_after)
 
 
 def _flags(text: dict[str, Any]) -> str:
