@@ -24,6 +24,7 @@ from ..errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from .base import Session
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,16 @@ def browser_headers(base_url: str) -> dict[str, str]:
         "Referer": base_url + "/",
         "R-Timezone": TIMEZONE,
         "X-Msh-Platform": "web",
+    }
+
+
+def session_headers(session: Session) -> dict[str, str]:
+    """The credential and identity headers of one account, the same in both generations."""
+    return {
+        "Authorization": f"Bearer {session.access_token}",
+        "X-Msh-Device-Id": session.device_id,
+        "X-Msh-Session-Id": session.session_id,
+        "X-Traffic-Id": session.user_id,
     }
 
 

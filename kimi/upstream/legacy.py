@@ -23,6 +23,7 @@ from .http import (
     json_body,
     make_http_session,
     raise_for_status,
+    session_headers,
     translate_transport_errors,
 )
 from .legacy_stream import LegacyStreamParser
@@ -184,16 +185,7 @@ class LegacyUpstream:
         return json_body(response, what, self.settings.cooldown_seconds)
 
     def _headers(self, session: Session) -> dict[str, str]:
-        headers = browser_headers(self.settings.base_url)
-        headers.update(
-            {
-                "Authorization": f"Bearer {session.access_token}",
-                "X-Traffic-Id": session.user_id,
-                "X-Msh-Device-Id": session.device_id,
-                "X-Msh-Session-Id": session.session_id,
-            }
-        )
-        return headers
+        return {**browser_headers(self.settings.base_url), **session_headers(session)}
 
 
 def agent_id(options: ModelOptions) -> str:

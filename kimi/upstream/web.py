@@ -23,6 +23,7 @@ from .http import (
     json_body,
     make_http_session,
     raise_for_status,
+    session_headers,
     translate_transport_errors,
 )
 from .web_stream import WebStreamParser
@@ -156,16 +157,8 @@ class WebUpstream:
 
     def _headers(self, session: Session, content_type: str) -> dict[str, str]:
         headers = self._base_headers()
-        headers.update(
-            {
-                "Authorization": f"Bearer {session.access_token}",
-                "Content-Type": content_type,
-                "Connect-Protocol-Version": "1",
-                "X-Msh-Device-Id": session.device_id,
-                "X-Msh-Session-Id": session.session_id,
-                "X-Traffic-Id": session.user_id,
-            }
-        )
+        headers.update(session_headers(session))
+        headers.update({"Content-Type": content_type, "Connect-Protocol-Version": "1"})
         return headers
 
 
