@@ -1,6 +1,7 @@
 """Writing a turn's events in OpenAI's shapes: stream chunks, or one folded completion.
 
-Both read the same events through ``Reply``; the non-stream answer is the stream aggregated.
+Both read the same events through ``Reply``; the non-stream answer is the stream aggregated
+(``Reply.collect``) and then encoded once.
 """
 
 from __future__ import annotations
@@ -44,6 +45,16 @@ class Reply:
     def usage(self, prompt: str) -> dict[str, int]:
         return usage(prompt, "".join(self.reasoning) + "".join(self.text))
 
+    @classmethod
+    def collect(cls, events: Iterable[ContentEvent]) -> Reply:
+        """The whole answer: the stream's events aggregated. Errors propagate as raised."""
+        reply = cls()
+        for event in events:
+            reply.add(event)
+        if reply.finish_reason is None:
+            raise UpstreamError("Kimi's answer ended without finishing.", code="upstream_cut")
+        return reply
+
 
 class CompletionEncoder:
     """OpenAI encoding for one turn; ``completion_id`` stays the same in every chunk."""
@@ -53,13 +64,8 @@ class CompletionEncoder:
         self.completion_id = completion_id or f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
 
-    def fold(self, events: Iterable[ContentEvent]) -> dict[str, Any]:
-        """The non-stream ``chat.completion`` object. Errors propagate as raised."""
-        reply = Reply()
-        for event in events:
-            reply.add(event)
-        if reply.finish_reason is None:
-            raise UpstreamError("Kimi's answer ended without finishing.", code="upstream_cut")
+    def completion(self, reply: Reply) -> dict[str, Any]:
+        """The non-stream ``chat.completion`` object for a collected answer."""
         message: dict[str, Any] = {"role": "assistant", "content": "".join(reply.text)}
         if reply.reasoning:
             message["reasoning_content"] = "".join(reply.reasoning)

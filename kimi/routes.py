@@ -8,8 +8,9 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from .auth import resolve_pool
-from .chat_request import parse_chat_request
-from .encoder import CompletionEncoder
+from .chat_request import ChatRequest, parse_chat_request
+from .completions import TurnStream
+from .encoder import CompletionEncoder, Reply
 from .errors import AuthenticationFailed, BadRequest, KimiError
 from .keepalive import KeepAliveStream
 from .models import model_list
@@ -42,16 +43,14 @@ def chat_completions() -> Response:
     turn = service().start_turn(chat, pool)
     if not chat.stream:
         try:
-            encoder = CompletionEncoder(chat)
-            body = encoder.fold(turn)
+            reply = Reply.collect(turn)
         finally:
             turn.close()
-        body["id"] = turn.conversation_id or body["id"]
-        return jsonify(body)
+        return jsonify(CompletionEncoder(chat, turn.conversation_id).completion(reply))
     return _stream(chat, turn)
 
 
-def _stream(chat, turn) -> Response:
+def _stream(chat: ChatRequest, turn: TurnStream) -> Response:
     events = KeepAliveStream(turn, service().settings.keepalive_seconds)
     iterator = iter(events)
     try:
