@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+import shlex
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from helpers import ROOT, free_port, procfile_command, wait_until_serving
 from werkzeug.serving import make_server
 
 from kimi import create_app
@@ -117,3 +122,34 @@ class LiveServer:
 def live_server(app) -> Iterator[LiveServer]:
     with LiveServer(app) as server:
         yield server
+
+
+@pytest.fixture
+def gunicorn_server(emulator: EmulatorServer, tmp_path):
+    """The Procfile's command as a real process, as Render/Heroku/Zeabur run it: ``PORT`` set.
+
+    Two workers, so that state shared through the SQLite file is exercised too.
+    """
+    argv = shlex.split(procfile_command())
+    argv[0] = str(Path(sys.executable).with_name(argv[0]))
+    port = free_port()
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "WEB_CONCURRENCY": "2",
+        "KIMI_BASE_URL": emulator.url,
+        "KIMI_AUTH_URL": emulator.url,
+        "KIMI_STATE_PATH": str(tmp_path / "state.db"),
+    }
+    process = subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(url, process)
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        process.communicate(timeout=30)

@@ -6,8 +6,20 @@ import json
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def procfile_command() -> str:
+    """The ``web:`` command of the Procfile: the one every other path must agree with."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        kind, _, command = line.partition(":")
+        if kind.strip() == "web":
+            return command.strip()
+    raise AssertionError("Procfile has no web: line")
 
 
 def sse_events(body: bytes | str) -> list:

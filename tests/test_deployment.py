@@ -9,37 +9,24 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
 import re
 import runpy
 import shlex
 import signal
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 import requests
 import yaml
-from helpers import free_port, sse_events, wait_until_serving
+from helpers import ROOT, procfile_command, sse_events
 from werkzeug.test import EnvironBuilder
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STATE_PATH = "./data/kimi-state.db"
 # The longest maxDuration Vercel's Hobby plan accepts (Pro and Enterprise go to 800 s).
 VERCEL_MAX_DURATION = 300
 CHAT = {"model": "kimi", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
 REPLY = "Emulator reply to: hi"
-
-
-def procfile_command() -> str:
-    """The ``web:`` command of the Procfile: the one every other path must agree with."""
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        kind, _, command = line.partition(":")
-        if kind.strip() == "web":
-            return command.strip()
-    raise AssertionError("Procfile has no web: line")
 
 
 def gunicorn_config(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict:
@@ -55,36 +42,8 @@ def streamed_text(events: list) -> str:
 # The Procfile, run as a process
 
 
-@pytest.fixture
-def procfile_server(emulator, tmp_path):
-    """The Procfile's command, run as Render/Heroku/Zeabur run it: only ``PORT`` set."""
-    argv = shlex.split(procfile_command())
-    argv[0] = str(Path(sys.executable).with_name(argv[0]))
-    port = free_port()
-    env = {
-        **os.environ,
-        "PORT": str(port),
-        "HOST": "127.0.0.1",
-        "WEB_CONCURRENCY": "1",
-        "KIMI_BASE_URL": emulator.url,
-        "KIMI_AUTH_URL": emulator.url,
-        "KIMI_STATE_PATH": str(tmp_path / "state.db"),
-    }
-    process = subprocess.Popen(
-        argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_serving(url, process)
-        yield url, process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-        process.communicate(timeout=30)
-
-
-def test_procfile_command_serves_a_streamed_answer_on_port(procfile_server, account):
-    url, _ = procfile_server
+def test_procfile_command_serves_a_streamed_answer_on_port(gunicorn_server, account):
+    url, _ = gunicorn_server
     response = requests.post(
         url + "/v1/chat/completions",
         json=CHAT,
@@ -99,8 +58,8 @@ def test_procfile_command_serves_a_streamed_answer_on_port(procfile_server, acco
     assert events[-1] == "[DONE]"
 
 
-def test_sigterm_lets_a_running_stream_finish(procfile_server, account, emulator):
-    url, process = procfile_server
+def test_sigterm_lets_a_running_stream_finish(gunicorn_server, account, emulator):
+    url, process = gunicorn_server
     emulator.state.add_fault("slow", seconds=0.2)
     response = requests.post(
         url + "/v1/chat/completions",

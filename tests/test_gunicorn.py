@@ -2,49 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-import pytest
 import requests
-from helpers import free_port, sse_events, wait_until_serving
-
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import sse_events
 
 
-@pytest.fixture
-def gunicorn_url(emulator, tmp_path):
-    port = free_port()
-    env = {
-        **os.environ,
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "2",
-        "KIMI_BASE_URL": emulator.url,
-        "KIMI_AUTH_URL": emulator.url,
-        "KIMI_STATE_PATH": str(tmp_path / "state.db"),
-    }
-    gunicorn = Path(sys.executable).with_name("gunicorn")
-    process = subprocess.Popen(
-        [str(gunicorn), "-c", "gunicorn.conf.py", "app:app"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_serving(url, process)
-        yield url, process
-    finally:
-        process.terminate()
-        process.wait(30)
-
-
-def test_gunicorn_streams_a_slow_answer_chunk_by_chunk(gunicorn_url, account, emulator):
-    url, process = gunicorn_url
+def test_gunicorn_streams_a_slow_answer_chunk_by_chunk(gunicorn_server, account, emulator):
+    url, process = gunicorn_server
     emulator.state.add_fault("slow", seconds=0.05)
     response = requests.post(
         url + "/v1/chat/completions",
@@ -62,8 +25,8 @@ def test_gunicorn_streams_a_slow_answer_chunk_by_chunk(gunicorn_url, account, em
     assert events[-1] == "[DONE]"
 
 
-def test_gunicorn_access_log_never_shows_the_token(gunicorn_url, account):
-    url, process = gunicorn_url
+def test_gunicorn_access_log_never_shows_the_token(gunicorn_server, account):
+    url, process = gunicorn_server
     requests.post(
         url + "/v1/chat/completions",
         json={"model": "kimi", "messages": [{"role": "user", "content": "hi"}]},
