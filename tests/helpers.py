@@ -63,3 +63,11 @@ def wait_until_serving(url: str, process: subprocess.Popen, timeout: float = 30)
         except requests.ConnectionError:
             time.sleep(0.1)
     raise RuntimeError(f"{url} did not start within {timeout} s")
+
+
+def wait_until(predicate, seconds: float = 5.0) -> bool:
+    """Poll ``predicate`` until it holds or ``seconds`` pass (work finishing on another thread)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not predicate():
+        time.sleep(0.02)
+    return predicate()

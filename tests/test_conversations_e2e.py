@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import requests
-from helpers import chat, sse_events, upstream_calls
+from helpers import chat, sse_events, upstream_calls, wait_until
 
 from kimi.settings import PROTOCOLS
 
 
 def chats_of(emulator) -> dict:
     return emulator.state.chats()
-
-
-def wait_until(predicate, seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 @pytest.mark.parametrize("stream", [False, True])

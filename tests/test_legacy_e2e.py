@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
-from helpers import chat, sse_events, upstream_calls
+from helpers import chat, sse_events, upstream_calls, wait_until
 
 from kimi.upstream.legacy import K1_AGENT
 
@@ -33,13 +32,6 @@ def paths(emulator) -> list[str]:
 
 def completion_bodies(emulator) -> list[dict]:
     return [c["body"] for c in upstream_calls(emulator, "/completion/stream")]
-
-
-def wait_until(predicate, seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and not predicate():
-        time.sleep(0.02)
-    return predicate()
 
 
 @pytest.mark.parametrize("stream", [False, True])
