@@ -34,6 +34,15 @@ def sse_events(body: bytes | str) -> list:
     return events
 
 
+def streamed_text(events: list, field: str = "content") -> str:
+    """The text a client assembles from the ``delta`` of every chunk (or ``reasoning_content``)."""
+    return "".join(
+        e["choices"][0]["delta"].get(field) or ""
+        for e in events
+        if isinstance(e, dict) and e.get("choices")
+    )
+
+
 def chat(client, headers: dict, content: str = "hi", **body):
     body.setdefault("model", "kimi")
     body.setdefault("messages", [{"role": "user", "content": content}])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import chat, sse_events, upstream_calls
+from helpers import chat, sse_events, streamed_text, upstream_calls
 
 REPLY = "Emulator reply to: hi"
 MARKER_CODEPOINTS = ("\ue3a0", "\ue3a8", "\U0001f6e0", "\U0001f3a8")
@@ -12,14 +12,6 @@ MARKER_CODEPOINTS = ("\ue3a0", "\ue3a8", "\U0001f6e0", "\U0001f3a8")
 def stream_body(response) -> list:
     assert response.status_code == 200, response.data
     return sse_events(response.get_data())
-
-
-def content_of(events: list, field: str = "content") -> str:
-    return "".join(
-        e["choices"][0]["delta"].get(field) or ""
-        for e in events
-        if isinstance(e, dict) and e.get("choices")
-    )
 
 
 def test_non_stream_answer_is_a_chat_completion(client, auth):
@@ -59,7 +51,7 @@ def test_stream_follows_the_openai_chunk_contract(client, auth):
         "finish_reason": "stop",
     }
     assert all(c["choices"][0]["finish_reason"] is None for c in chunks[:-1])
-    assert content_of(events) == REPLY
+    assert streamed_text(events) == REPLY
 
 
 def test_stream_include_usage_sends_a_usage_chunk_before_done(client, auth):
@@ -86,8 +78,8 @@ def test_thinking_models_return_reasoning_content(client, auth, model):
 
 def test_thinking_streams_as_reasoning_content_deltas(client, auth):
     events = stream_body(chat(client, auth, model="kimi-thinking", stream=True))
-    assert content_of(events, "reasoning_content") == "Thinking about: hi"
-    assert content_of(events) == REPLY
+    assert streamed_text(events, "reasoning_content") == "Thinking about: hi"
+    assert streamed_text(events) == REPLY
 
 
 def test_reasoning_effort_turns_thinking_on_upstream(client, auth, emulator):
@@ -105,7 +97,7 @@ def test_search_citation_markers_never_reach_the_client(
     emulator.state.configure(split_frames=split_frames)
     response = chat(client, auth, model="kimi-search", stream=stream)
     if stream:
-        text = content_of(stream_body(response))
+        text = streamed_text(stream_body(response))
     else:
         text = response.get_json()["choices"][0]["message"]["content"]
     assert text == REPLY + " According to the web it is sunny."

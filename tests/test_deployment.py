@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from helpers import ROOT, procfile_command, sse_events
+from helpers import ROOT, procfile_command, sse_events, streamed_text
 from werkzeug.test import EnvironBuilder
 
 DEFAULT_STATE_PATH = "./data/kimi-state.db"
@@ -33,10 +33,6 @@ def gunicorn_config(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return runpy.run_path(str(ROOT / "gunicorn.conf.py"))
-
-
-def streamed_text(events: list) -> str:
-    return "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-1] if e)
 
 
 # The Procfile, run as a process

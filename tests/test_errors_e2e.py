@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import chat, sse_events
+from helpers import chat, sse_events, streamed_text
 
 from kimi import create_app
 
@@ -161,7 +161,7 @@ def test_moderation_stop_is_content_filter_with_the_text_before_it(client, auth,
         events = sse_events(response.get_data())
         assert events[-1] == "[DONE]"
         reason = events[-2]["choices"][0]["finish_reason"]
-        text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-1])
+        text = streamed_text(events)
     else:
         choice = response.get_json()["choices"][0]
         reason, text = choice["finish_reason"], choice["message"]["content"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import requests
-from helpers import sse_events
+from helpers import sse_events, streamed_text
 
 
 def test_gunicorn_streams_a_slow_answer_chunk_by_chunk(gunicorn_server, account, emulator):
@@ -20,7 +20,7 @@ def test_gunicorn_streams_a_slow_answer_chunk_by_chunk(gunicorn_server, account,
     pieces = list(response.iter_content(chunk_size=None))
     assert len(pieces) > 3  # delivered as it was produced, not buffered into one write
     events = sse_events(b"".join(pieces))
-    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-1])
+    text = streamed_text(events)
     assert text == "Emulator reply to: hi"
     assert events[-1] == "[DONE]"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from helpers import chat, sse_events, upstream_calls, wait_until
+from helpers import chat, sse_events, streamed_text, upstream_calls, wait_until
 
 from kimi.upstream.legacy import K1_AGENT
 
@@ -17,12 +17,7 @@ def protocol() -> str:
 
 def text_of(response) -> str:
     if response.mimetype == "text/event-stream":
-        events = sse_events(response.get_data())
-        return "".join(
-            e["choices"][0]["delta"].get("content") or ""
-            for e in events
-            if e != "[DONE]" and e.get("choices")
-        )
+        return streamed_text(sse_events(response.get_data()))
     return response.get_json()["choices"][0]["message"]["content"]
 
 
