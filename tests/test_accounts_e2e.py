@@ -13,7 +13,8 @@ REFRESH = "AuthService/RefreshToken"
 
 def test_rotated_refresh_token_is_used_after_a_restart(make_settings, auth, emulator):
     # Access tokens shorter than our safety margin are never cached: every turn refreshes.
-    emulator.state.configure(access_ttl=1)
+    # (2 s, not 1: expiry is whole seconds, so a 1 s token can be dead on arrival.)
+    emulator.state.configure(access_ttl=2)
     settings = make_settings()
     assert chat(create_app(settings).test_client(), auth).status_code == 200
     restarted = create_app(settings)  # same state file, nothing else carried over
