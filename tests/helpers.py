@@ -43,6 +43,17 @@ def streamed_text(events: list, field: str = "content") -> str:
     )
 
 
+def stream_chat_over_http(url: str, token: str, content: str = "hi") -> requests.Response:
+    """A streamed chat request to a service running as a real server at ``url``."""
+    return requests.post(
+        url + "/v1/chat/completions",
+        json={"model": "kimi", "stream": True, "messages": [{"role": "user", "content": content}]},
+        headers={"Authorization": f"Bearer {token}"},
+        stream=True,
+        timeout=30,
+    )
+
+
 def chat(client, headers: dict, content: str = "hi", **body):
     body.setdefault("model", "kimi")
     body.setdefault("messages", [{"role": "user", "content": content}])

@@ -17,9 +17,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import requests
 import yaml
-from helpers import ROOT, procfile_command, sse_events, streamed_text
+from helpers import ROOT, procfile_command, sse_events, stream_chat_over_http, streamed_text
 from werkzeug.test import EnvironBuilder
 
 DEFAULT_STATE_PATH = "./data/kimi-state.db"
@@ -35,35 +34,13 @@ def gunicorn_config(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict:
     return runpy.run_path(str(ROOT / "gunicorn.conf.py"))
 
 
-# The Procfile, run as a process
-
-
-def test_procfile_command_serves_a_streamed_answer_on_port(gunicorn_server, account):
-    url, _ = gunicorn_server
-    response = requests.post(
-        url + "/v1/chat/completions",
-        json=CHAT,
-        headers={"Authorization": f"Bearer {account.refresh_token}"},
-        stream=True,
-        timeout=30,
-    )
-    assert response.status_code == 200
-    assert response.headers["Content-Type"].startswith("text/event-stream")
-    events = sse_events(response.content)
-    assert streamed_text(events) == REPLY
-    assert events[-1] == "[DONE]"
+# The Procfile, run as a process (its streamed answer: test_gunicorn.py)
 
 
 def test_sigterm_lets_a_running_stream_finish(gunicorn_server, account, emulator):
     url, process = gunicorn_server
     emulator.state.add_fault("slow", seconds=0.2)
-    response = requests.post(
-        url + "/v1/chat/completions",
-        json=CHAT,
-        headers={"Authorization": f"Bearer {account.refresh_token}"},
-        stream=True,
-        timeout=30,
-    )
+    response = stream_chat_over_http(url, account.refresh_token)
     pieces = response.iter_content(chunk_size=None)
     first = next(pieces)  # the stream is running
     process.send_signal(signal.SIGTERM)
