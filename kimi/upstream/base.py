@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
+from ..errors import UpstreamError
 from ..events import Event
 from ..history import FileRef, Message
 from ..models import ModelOptions
+from ..tokens import decode_claims
 
 
 @dataclass(frozen=True)
@@ -19,6 +22,21 @@ class TokenGrant:
     refresh_token: str | None
     expires_at: float
     user_id: str = ""
+
+
+def grant_from_refresh(
+    access_token: Any, refresh_token: str, *, default_lifetime: float
+) -> TokenGrant:
+    """The grant a refresh answered; expiry and user id from the access token's claims."""
+    if not isinstance(access_token, str) or not access_token:
+        raise UpstreamError("Kimi's token refresh answered without an access token.")
+    claims = decode_claims(access_token)
+    return TokenGrant(
+        access_token=access_token,
+        refresh_token=refresh_token,
+        expires_at=float(claims.get("exp") or time.time() + default_lifetime),
+        user_id=str(claims.get("sub") or ""),
+    )
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import requests
@@ -16,8 +16,7 @@ from ..events import ChatOpened, Event
 from ..history import FileRef, flatten_history
 from ..models import ModelOptions
 from ..settings import Settings
-from ..tokens import decode_claims
-from .base import Session, TokenGrant, TurnTarget
+from .base import Session, TokenGrant, TurnTarget, grant_from_refresh
 from .http import (
     browser_headers,
     json_body,
@@ -65,17 +64,14 @@ class LegacyUpstream:
 
     def refresh(self, refresh_token: str) -> TokenGrant:
         data = self._request("GET", REFRESH_PATH, refresh_token, "refreshing the access token")
-        access = data.get("access_token")
-        if not isinstance(access, str) or not access:
-            raise UpstreamError("Kimi's token refresh answered without an access token.")
-        user = self._request("GET", USER_PATH, access, "reading the user id")
-        exp = decode_claims(access).get("exp")
-        return TokenGrant(
-            access_token=access,
-            refresh_token=data.get("refresh_token") or refresh_token,
-            expires_at=float(exp or time.time() + ACCESS_TOKEN_LIFETIME),
-            user_id=str(user.get("id") or ""),
+        grant = grant_from_refresh(
+            data.get("access_token"),
+            data.get("refresh_token") or refresh_token,
+            default_lifetime=ACCESS_TOKEN_LIFETIME,
         )
+        # This generation's tokens do not name the user: ask, and send it as X-Traffic-Id.
+        user = self._request("GET", USER_PATH, grant.access_token, "reading the user id")
+        return replace(grant, user_id=str(user.get("id") or ""))
 
     def prepare_files(self, files: tuple[FileRef, ...]) -> tuple:
         if files:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,8 +14,7 @@ from ..files.extract import format_for_prompt
 from ..history import FileRef, flatten_history
 from ..models import ModelOptions, model_ids_for_scenario
 from ..settings import Settings
-from ..tokens import decode_claims
-from .base import Session, TokenGrant, TurnTarget
+from .base import Session, TokenGrant, TurnTarget, grant_from_refresh
 from .connect import FrameDecoder, FrameError, encode_frame
 from .http import (
     browser_headers,
@@ -68,16 +66,10 @@ class WebUpstream:
                 timeout=self.settings.timeout,
             )
         data = json_body(response, "refreshing the access token", self.settings.cooldown_seconds)
-        access = data.get("accessToken") or data.get("access_token")
-        if not isinstance(access, str) or not access:
-            raise UpstreamError("Kimi's token refresh answered without an access token.")
-        rotated = data.get("refreshToken") or data.get("refresh_token") or refresh_token
-        claims = decode_claims(access)
-        return TokenGrant(
-            access_token=access,
-            refresh_token=rotated,
-            expires_at=float(claims.get("exp") or time.time() + ACCESS_TOKEN_LIFETIME),
-            user_id=str(claims.get("sub") or ""),
+        return grant_from_refresh(
+            data.get("accessToken") or data.get("access_token"),
+            data.get("refreshToken") or data.get("refresh_token") or refresh_token,
+            default_lifetime=ACCESS_TOKEN_LIFETIME,
         )
 
     def prepare_files(self, files: tuple[FileRef, ...]) -> tuple:
