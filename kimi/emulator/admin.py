@@ -92,6 +92,18 @@ def list_chats() -> Response:
     return jsonify(chats=current_state().chats())
 
 
+@bp.get("/uploads")
+def list_uploads() -> Response:
+    """Every pre-signed legacy upload and what its PUT delivered (size and SHA-256)."""
+    return jsonify(uploads=current_state().uploads())
+
+
+@bp.get("/files")
+def list_files() -> Response:
+    """Every legacy file registered from an upload, keyed by file id."""
+    return jsonify(files=current_state().files())
+
+
 @bp.post("/reset")
 def reset() -> Response:
     """Forget everything and restore the default config."""

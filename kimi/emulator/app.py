@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import admin, legacy, web
+from . import admin, files, legacy, uploads, web
 from .context import EXTENSION_KEY
 from .state import EmulatorState
 
@@ -16,5 +16,7 @@ def create_emulator_app(state: EmulatorState | None = None) -> Flask:
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.register_blueprint(web.bp)
     app.register_blueprint(legacy.bp)
+    app.register_blueprint(files.bp)
+    app.register_blueprint(uploads.bp)
     app.register_blueprint(admin.bp)
     return app

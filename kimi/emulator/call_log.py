@@ -1,10 +1,13 @@
 """The log of backend calls and who made them, shared by the ``web`` and ``legacy`` routes.
 
-Each blueprint registers ``record_call_arrival`` and ``record_call_status`` as its request
-hooks; routes find the caller with ``authenticated_user``, which also notes the user on the call.
+Each blueprint registers ``record_call_arrival`` (``record_upload_arrival`` for bodies that
+must stream) and ``record_call_status`` as its request hooks; routes find the caller with
+``authenticated_user``, which also notes the user on the call.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from flask import Response, g, request
 
@@ -31,13 +34,23 @@ LOGGED_HEADERS = (
 
 def record_call_arrival() -> None:
     """Log the call as it arrives, before any route can refuse it."""
+    _record_arrival(loggable_body())
+
+
+def record_upload_arrival() -> None:
+    """Log an upload as it arrives, without its body: that is streamed, never read into memory
+    (nor kept in the log)."""
+    _record_arrival(None)
+
+
+def _record_arrival(body: Any) -> None:
     headers = {name: request.headers[name] for name in LOGGED_HEADERS if name in request.headers}
     record = CallRecord(
         method=request.method,
         path=request.path,
         headers=headers,
         auth="Authorization" in request.headers,
-        body=loggable_body(),
+        body=body,
     )
     g.emulator_call = current_state().begin_call(record)
 

@@ -31,16 +31,21 @@ LEGACY_ERRORS = {
     "internal": ("internal", 500),
 }
 
+# The legacy object store's refusal of a pre-signed upload (bad signature, unknown object).
+UPLOAD_FORBIDDEN = "upload.forbidden"
+
 
 class EmulatorError(Exception):
     """A request the emulated backend refuses, with a Connect ``code`` and a message."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, legacy_error_type: str | None = None) -> None:
         super().__init__(message)
         if code not in CONNECT_STATUS:
             raise ValueError(f"unknown Connect code {code!r}")
         self.code = code
         self.message = message
+        # Overrides the error type the code translates to, e.g. ``upload.forbidden``.
+        self._legacy_error_type = legacy_error_type
 
     @property
     def status(self) -> int:
@@ -54,11 +59,10 @@ class EmulatorError(Exception):
 
     @property
     def legacy_error_type(self) -> str:
-        return LEGACY_ERRORS[self.code][0]
+        return self._legacy_error_type or LEGACY_ERRORS[self.code][0]
 
     def to_legacy_response(self) -> Response:
         """The 2024 backend's ``{"error_type", "message"}`` body with its HTTP status."""
-        error_type, status = LEGACY_ERRORS[self.code]
-        response = jsonify(error_type=error_type, message=self.message)
-        response.status_code = status
+        response = jsonify(error_type=self.legacy_error_type, message=self.message)
+        response.status_code = LEGACY_ERRORS[self.code][1]
         return response

@@ -30,7 +30,13 @@ LEGACY_CHAT_FAULTS = (CHAT_FAULTS - {"degrade"}) | LENGTH_FAULTS
 REFRESH_FAULTS = frozenset({"refresh_down"})
 # The legacy research quota reads as used up.
 RESEARCH_FAULTS = frozenset({"research_exhausted"})
-FAULT_NAMES = CHAT_FAULTS | LEGACY_CHAT_FAULTS | REFRESH_FAULTS | RESEARCH_FAULTS
+# The legacy file flow: a pre-sign call fails, a PUT is refused, a registered file never
+# becomes ready (the fault sticks to the next file registered).
+PRESIGN_FAULTS = frozenset({"presign_error"})
+UPLOAD_FAULTS = frozenset({"upload_forbidden"})
+PARSE_FAULTS = frozenset({"parse_never"})
+FILE_FAULTS = PRESIGN_FAULTS | UPLOAD_FAULTS | PARSE_FAULTS
+FAULT_NAMES = CHAT_FAULTS | LEGACY_CHAT_FAULTS | REFRESH_FAULTS | RESEARCH_FAULTS | FILE_FAULTS
 DEFAULT_FAULT_SECONDS = 1.0
 
 

@@ -63,11 +63,13 @@ RATE_LIMIT_MESSAGE = "too many requests, try again in 3 hours"
 
 @dataclass(frozen=True)
 class CompletionRequest:
-    """What a completion call asks for; ``segment_id`` is set for a ``continue`` call."""
+    """What a completion call asks for; ``segment_id`` is set for a ``continue`` call, ``refs``
+    are the ids of the files it refers to."""
 
     prompt: str
     search: bool = False
     segment_id: str | None = None
+    refs: tuple[str, ...] = ()
 
 
 @bp.errorhandler(EmulatorError)
@@ -134,12 +136,13 @@ def stream_completion(chat_id: str) -> Response:
     user = authenticated_user()
     completion = _completion_request(json_body())
     state.check_legacy_call(user.user_id, chat_id, completion.segment_id)
+    file_names = state.ready_file_names(user.user_id, completion.refs)
     fault = state.take_fault(LEGACY_CHAT_FAULTS, user.user_id)
     if fault and fault.name in HTTP_FAULTS:
         return _http_fault_response(fault)
     if fault and fault.name == "limit_in_stream":
         return _event_stream(error_events("chat.rate_limit", RATE_LIMIT_MESSAGE), state.config())
-    call, plan = _open_and_plan(user.user_id, chat_id, completion, fault)
+    call, plan = _open_and_plan(user.user_id, chat_id, completion, fault, file_names)
     state.append_reply_text(call.turn, streamed_text(plan))
     response = _event_stream(plan, state.config(), lambda: state.close_turn(call.turn))
     # Also when the client leaves mid-stream, before the reply was over.
@@ -148,17 +151,27 @@ def stream_completion(chat_id: str) -> Response:
 
 
 def _open_and_plan(
-    user_id: str, chat_id: str, completion: CompletionRequest, fault: Fault | None
+    user_id: str,
+    chat_id: str,
+    completion: CompletionRequest,
+    fault: Fault | None,
+    file_names: list[str],
 ) -> tuple[LegacyCall, list[PlannedEvent]]:
     state = current_state()
     if completion.segment_id is not None:
         call = state.open_legacy_continuation(user_id, chat_id, completion.segment_id)
         return call, plan_continuation(call.turn, call.pieces, call.more_to_come, fault)
-    parts = answer_parts(completion.prompt, fault)
+    parts = answer_parts(completion.prompt, fault, file_names)
     name = chat_title(completion.prompt) or NEW_CHAT_NAME
     call = state.open_legacy_turn(user_id, chat_id, completion.prompt, name, parts)
     plan = plan_turn(
-        call.turn, completion.prompt, call.pieces, call.more_to_come, completion.search, fault
+        call.turn,
+        completion.prompt,
+        call.pieces,
+        call.more_to_come,
+        completion.search,
+        fault,
+        completion.refs,
     )
     return call, plan
 
@@ -172,14 +185,30 @@ def _completion_request(body: dict[str, Any]) -> CompletionRequest:
     search = body.get("use_search", False)
     if not isinstance(search, bool):
         raise EmulatorError("invalid_argument", "use_search must be a boolean")
+    refs = _file_refs(body)
     if body.get("action") == CONTINUE_ACTION:
         segment_id = body.get("segment_id")
         if not isinstance(segment_id, str) or not segment_id:
             raise EmulatorError("invalid_argument", "segment_id is required to continue")
-        return CompletionRequest(content, search, segment_id)
+        return CompletionRequest(content, search, segment_id, refs)
     if not content.strip():
         raise EmulatorError("invalid_argument", "messages[].content must not be empty")
-    return CompletionRequest(content, search)
+    return CompletionRequest(content, search, refs=refs)
+
+
+def _file_refs(body: dict[str, Any]) -> tuple[str, ...]:
+    """The file ids of ``refs`` and of the ``refs_file`` objects, in order, each once."""
+    refs = body.get("refs") or []
+    objects = body.get("refs_file") or []
+    if not isinstance(refs, list) or not all(isinstance(ref, str) and ref for ref in refs):
+        raise EmulatorError("invalid_argument", "refs must be a list of file ids")
+    if not isinstance(objects, list) or not all(_is_file_object(item) for item in objects):
+        raise EmulatorError("invalid_argument", "refs_file must be a list of files with an id")
+    return tuple(dict.fromkeys([*refs, *(item["id"] for item in objects)]))
+
+
+def _is_file_object(item: Any) -> bool:
+    return isinstance(item, dict) and isinstance(item.get("id"), str) and bool(item["id"])
 
 
 def _optional_str(body: dict[str, Any], name: str, default: str) -> str:

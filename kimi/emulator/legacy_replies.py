@@ -8,6 +8,8 @@ streams the first part, each ``continue`` call the next one.
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -20,6 +22,9 @@ SEARCH_RESULTS = (
     ("Weather report 2", "https://example.com/weather/2"),
 )
 DEBUG_MESSAGE = "emulator: answer planned"
+FILES_NOTE = " [files: {}]"
+# A line a client adds to name an attached file, e.g. ``[file: a.pdf]`` or ``[image: b.png]``.
+FILE_NOTE_LINE = re.compile(r"\[(?:file|image): [^\n]*\]")
 # How many times each length fault stops the answer before its end.
 LENGTH_STOPS = {"length": 1, "length_twice": 2}
 INTERRUPTED = ("chat.completion.interrupted", "the model stopped unexpectedly")
@@ -36,9 +41,20 @@ class PlannedEvent:
     pause: float = 0.0
 
 
-def answer_parts(prompt: str, fault: Fault | None) -> list[list[str]]:
-    """The answer's pieces, split into one part per completion call the client has to make."""
-    pieces = text_pieces(answer_text(ReplyRequest(prompt)))
+def answer_parts(
+    prompt: str, fault: Fault | None, file_names: Sequence[str] = ()
+) -> list[list[str]]:
+    """The answer's pieces, split into one part per completion call the client has to make.
+
+    An answer about referenced files names them, in order, so tests see they arrived; it talks
+    about the prompt's last line that is not a note naming an attached file.
+    """
+    if file_names:
+        text = answer_text(ReplyRequest(_without_file_notes(prompt)))
+        text += FILES_NOTE.format(", ".join(file_names))
+    else:
+        text = answer_text(ReplyRequest(prompt))
+    pieces = text_pieces(text)
     stops = LENGTH_STOPS.get(fault.name, 0) if fault else 0
     cuts = [max(1, len(pieces) * (stop + 1) // (stops + 1)) for stop in range(stops)]
     bounds = [0, *cuts, len(pieces)]
@@ -52,11 +68,12 @@ def plan_turn(
     more_to_come: bool,
     search: bool = False,
     fault: Fault | None = None,
+    refs: Sequence[str] = (),
 ) -> list[PlannedEvent]:
     """The events of a new turn's completion call, shaped by a stream fault if one applies."""
     request = {"id": turn.user_message_id, "group_id": turn.group_id, "content": prompt}
     events = [
-        {"event": "req", **request, "refs": []},
+        {"event": "req", **request, "refs": list(refs)},
         _resp(turn),
         {"event": "ping"},
         {"event": "rename", "text": turn.chat_name},
@@ -95,6 +112,11 @@ def encode_event(data: dict[str, Any]) -> bytes:
     """One SSE event: a ``data:`` line of compact JSON (raw UTF-8, so characters can split)."""
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     return f"data: {text}\n\n".encode()
+
+
+def _without_file_notes(prompt: str) -> str:
+    lines = prompt.splitlines()
+    return "\n".join(line for line in lines if not FILE_NOTE_LINE.fullmatch(line.strip()))
 
 
 def _resp(turn: Turn) -> dict[str, Any]:

@@ -1,12 +1,15 @@
 """Everything the emulated backend remembers, behind one lock.
 
 Users, the live refresh tokens (each single-use on the ``web`` refresh route; the ``legacy``
-one lets them be reused), chats of both protocols and their messages, queued faults, runtime
-config and the log of calls made to the backend routes.
+one lets them be reused), chats of both protocols and their messages, legacy uploads and the
+files registered from them, queued faults, runtime config and the log of calls made to the
+backend routes.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 import string
 import threading
@@ -14,14 +17,19 @@ import uuid
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from .errors import EmulatorError
-from .faults import Fault
+from .errors import UPLOAD_FORBIDDEN, EmulatorError
+from .faults import PARSE_FAULTS, Fault
 from .tokens import DEFAULT_ACCESS_TTL, REFRESH_TTL, TokenError, TokenSigner
 
 _ID_ALPHABET = string.digits + string.ascii_lowercase
 _ID_LENGTH = 20  # Kimi user ids, and legacy chat and segment ids, are 20 characters of [0-9a-z]
 WEB, LEGACY = "web", "legacy"
 RESEARCH_TOTAL = 5  # research answers a 2024 account had per period
+FILE, IMAGE = "file", "image"  # what a legacy upload is pre-signed for, and registered as
+INITIALIZING = "initializing"
+# The status a registered file reaches once usable in a completion call's refs.
+READY_STATUS = {FILE: "parsed", IMAGE: "initialized"}
+FILE_NOT_READY = "file not ready"
 
 
 @dataclass
@@ -117,6 +125,54 @@ class LegacyCall:
 
 
 @dataclass
+class Upload:
+    """A pre-signed object of the legacy file flow and what its PUT delivered (never the bytes)."""
+
+    object_name: str
+    file_id: str
+    name: str
+    action: str
+    user_id: str
+    size: int | None = None
+    sha256: str | None = None
+    content_type: str | None = None
+    chunked: bool = False
+    content_length: str | None = None  # the header as sent
+    uploaded: bool = False
+
+
+@dataclass(frozen=True)
+class UploadReceipt:
+    """What one PUT delivered, measured while the body streamed."""
+
+    size: int
+    sha256: str
+    content_type: str | None
+    chunked: bool
+    content_length: str | None
+
+
+@dataclass
+class RegisteredFile:
+    """An upload registered with ``/api/file``: polled until ready, then usable as a ref."""
+
+    id: str
+    name: str
+    type: str
+    size: int
+    sha256: str
+    user_id: str
+    object_name: str
+    chat_id: str = ""
+    status: str = INITIALIZING
+    stuck: bool = False  # met the ``parse_never`` fault: never becomes ready
+
+    @property
+    def ready(self) -> bool:
+        return self.status == READY_STATUS[self.type]
+
+
+@dataclass
 class CallRecord:
     """One call to a backend route, as the admin API reports it (never with its token)."""
 
@@ -155,9 +211,12 @@ class EmulatorState:
         self._chats: dict[str, Chat] = {}
         self._faults: list[Fault] = []
         self._calls: list[CallRecord] = []
+        self._upload_key = secrets.token_bytes(32)  # pre-signed URLs die with a reset, too
+        self._uploads: dict[str, Upload] = {}  # by object name
+        self._files: dict[str, RegisteredFile] = {}  # by file id
 
     def reset(self) -> None:
-        """Forget users, tokens, chats, faults and calls; restore the initial config."""
+        """Forget users, tokens, chats, uploads, files, faults and calls; restore the config."""
         with self._lock:
             self._clear()
 
@@ -243,12 +302,15 @@ class EmulatorState:
     def take_fault(self, names: frozenset[str], user_id: str | None) -> Fault | None:
         """Consume one use of the oldest queued fault among ``names`` that applies to the user."""
         with self._lock:
-            for fault in self._faults:
-                if fault.matches(names, user_id):
-                    fault.times -= 1
-                    if fault.times == 0:
-                        self._faults.remove(fault)
-                    return replace(fault, times=1)
+            return self._take_fault(names, user_id)
+
+    def _take_fault(self, names: frozenset[str], user_id: str | None) -> Fault | None:
+        for fault in self._faults:
+            if fault.matches(names, user_id):
+                fault.times -= 1
+                if fault.times == 0:
+                    self._faults.remove(fault)
+                return replace(fault, times=1)
         return None
 
     def faults(self) -> list[Fault]:
@@ -412,6 +474,125 @@ class EmulatorState:
         if segment is None:
             raise EmulatorError("invalid_argument", f"unknown segment_id {segment_id!r}")
         return segment
+
+    # Legacy files: pre-signed, PUT, registered (polled until ready), then referred to
+
+    def presign_upload(self, user_id: str, action: str, name: str) -> Upload:
+        """Reserve a unique object (and file id) for the user to PUT ``name``'s bytes to."""
+        upload = Upload(uuid.uuid4().hex, _random_id(), name, action, user_id)
+        with self._lock:
+            self._uploads[upload.object_name] = upload
+            return replace(upload)
+
+    def upload_signature(self, object_name: str) -> str:
+        """The ``sig`` that makes an upload URL for ``object_name`` valid."""
+        with self._lock:
+            key = self._upload_key
+        return hmac.new(key, object_name.encode(), hashlib.sha256).hexdigest()
+
+    def upload_owner(self, object_name: str, signature: str) -> str:
+        """The user a validly signed, known object was pre-signed for; ``permission_denied``
+        (``upload.forbidden``) otherwise."""
+        expected = self.upload_signature(object_name)
+        with self._lock:
+            upload = self._uploads.get(object_name)
+        if upload is None or not hmac.compare_digest(expected, signature):
+            raise EmulatorError("permission_denied", "invalid upload URL", UPLOAD_FORBIDDEN)
+        return upload.user_id
+
+    def finish_upload(self, object_name: str, receipt: UploadReceipt) -> None:
+        """Record what a PUT delivered (a later PUT replaces it, like an object store)."""
+        with self._lock:
+            upload = self._uploads.get(object_name)  # gone if the state was reset meanwhile
+            if upload is not None:
+                for name, value in asdict(receipt).items():
+                    setattr(upload, name, value)
+                upload.uploaded = True
+
+    def register_file(
+        self, user_id: str, kind: str, key: str, name: str, chat_id: str = ""
+    ) -> RegisteredFile:
+        """Register (first call) or poll (later calls) the upload keyed by ``key``: the object
+        name of a file, the pre-signed file id of an image. A file needs the user's chat.
+
+        The first call answers ``initializing``; later ones the ready status, unless the file
+        met the ``parse_never`` fault when it was registered.
+        """
+        with self._lock:
+            upload = self._uploaded(user_id, kind, key)
+            if kind == FILE:
+                self._owned_legacy_chat(user_id, chat_id)
+            registered = self._files.get(upload.file_id)
+            if registered is None:
+                registered = self._new_file(upload, name, chat_id)
+                self._files[registered.id] = registered
+            elif not registered.stuck:
+                registered.status = READY_STATUS[registered.type]
+            return replace(registered)
+
+    def parse_files(self, user_id: str, file_ids: list[str]) -> bool:
+        """Whether the user's files are all parsed; each that is not yet is by the next call."""
+        with self._lock:
+            files = [self._user_file(user_id, file_id) for file_id in file_ids]
+            all_ready = all(registered.ready for registered in files)
+            for registered in files:
+                if not registered.stuck:
+                    registered.status = READY_STATUS[registered.type]
+            return all_ready
+
+    def ready_file_names(self, user_id: str, file_ids: tuple[str, ...]) -> list[str]:
+        """The names of the user's ready files, in order; ``invalid_argument`` if one is not."""
+        with self._lock:
+            files = [self._files.get(file_id) for file_id in file_ids]
+            if any(f is None or f.user_id != user_id or not f.ready for f in files):
+                raise EmulatorError("invalid_argument", FILE_NOT_READY)
+            return [registered.name for registered in files if registered]
+
+    def uploads(self) -> list[dict[str, Any]]:
+        """Every pre-signed object and what its PUT delivered, in pre-sign order."""
+        with self._lock:
+            return [asdict(upload) for upload in self._uploads.values()]
+
+    def files(self) -> dict[str, dict[str, Any]]:
+        """A snapshot of every registered file, keyed by file id."""
+        with self._lock:
+            return {file_id: asdict(registered) for file_id, registered in self._files.items()}
+
+    def _new_file(self, upload: Upload, name: str, chat_id: str) -> RegisteredFile:
+        return RegisteredFile(
+            id=upload.file_id,
+            name=name,
+            type=upload.action,
+            size=upload.size or 0,
+            sha256=upload.sha256 or "",
+            user_id=upload.user_id,
+            object_name=upload.object_name,
+            chat_id=chat_id,
+            stuck=self._take_fault(PARSE_FAULTS, upload.user_id) is not None,
+        )
+
+    def _uploaded(self, user_id: str, kind: str, key: str) -> Upload:
+        if kind == FILE:
+            upload = self._uploads.get(key)
+        else:
+            upload = next((u for u in self._uploads.values() if u.file_id == key), None)
+        if upload is None or upload.user_id != user_id or not upload.uploaded:
+            raise EmulatorError("invalid_argument", "file not uploaded")
+        if upload.action != kind:
+            raise EmulatorError("invalid_argument", f"the upload was pre-signed as {upload.action}")
+        return upload
+
+    def _user_file(self, user_id: str, file_id: str) -> RegisteredFile:
+        registered = self._files.get(file_id)
+        if registered is None or registered.user_id != user_id:
+            raise EmulatorError("invalid_argument", f"unknown file id {file_id!r}")
+        return registered
+
+    def _owned_legacy_chat(self, user_id: str, chat_id: str) -> Chat:
+        chat = self._chats.get(chat_id)
+        if chat is None or chat.deleted or chat.protocol != LEGACY or chat.user_id != user_id:
+            raise EmulatorError("not_found", "chat not found")
+        return chat
 
     # Call log
 
