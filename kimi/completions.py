@@ -56,6 +56,14 @@ class TurnStream:
     def _run(self) -> Iterator[ContentEvent]:
         existing = self._existing_conversation()
         target = self._target(existing)  # the same for every account tried
+        try:
+            yield from self._attempts(target, existing)
+        finally:
+            self.upstream.release_files(target.files)
+
+    def _attempts(
+        self, target: TurnTarget, existing: Conversation | None
+    ) -> Iterator[ContentEvent]:
         tried: set[str] = set()
         retried_auth: set[str] = set()
         while True:

@@ -34,6 +34,7 @@ class Settings:
     max_files_per_message: int = 10
     max_document_chars: int = 200_000
     allow_private_file_urls: bool = False
+    file_parse_timeout: float = 30.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -64,6 +65,7 @@ class Settings:
                 _number(env, "MAX_FILES_PER_MESSAGE", cls.max_files_per_message)
             ),
             max_document_chars=int(_number(env, "MAX_DOCUMENT_CHARS", cls.max_document_chars)),
+            file_parse_timeout=_number(env, "FILE_PARSE_TIMEOUT", cls.file_parse_timeout),
             allow_private_file_urls=env.get("ALLOW_PRIVATE_FILE_URLS", "").strip().lower()
             in ("1", "true", "yes"),
         )

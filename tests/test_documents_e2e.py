@@ -163,12 +163,3 @@ def test_a_document_over_the_text_cap_is_a_400(make_settings, auth, emulator):
     response = ask(client, auth, part)
     assert response.status_code == 400
     assert "10" in response.get_json()["error"]["message"]
-
-
-@pytest.mark.parametrize("protocol", ["legacy"])
-def test_files_under_legacy_are_a_clear_400_until_its_upload_flow_lands(client, auth, emulator):
-    part = {"type": "file", "file_url": {"url": "https://docs.example/a.pdf"}}
-    response = ask(client, auth, part)
-    assert response.status_code == 400
-    assert "KIMI_PROTOCOL=legacy" in response.get_json()["error"]["message"]
-    assert [c for c in emulator.state.calls() if "/api/chat" in c["path"]] == []

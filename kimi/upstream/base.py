@@ -77,6 +77,10 @@ class Upstream(Protocol):
         """Fetch and check the latest message's files once per turn, before any chat call."""
         ...
 
+    def release_files(self, files: tuple) -> None:
+        """Free what ``prepare_files`` holds (open downloads, temporary files)."""
+        ...
+
     def stream_turn(self, session: Session, target: TurnTarget) -> Generator[Event, None, None]:
         """Send one user turn and yield its events; ``ChatOpened`` comes before any text."""
         ...

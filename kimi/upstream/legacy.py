@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
 import requests
 import sseclient
 
-from ..errors import BadRequest, RateLimited, UpstreamError
+from ..errors import RateLimited, UpstreamError
 from ..events import ChatOpened, Event
+from ..files.sources import FileSource
 from ..history import FileRef, flatten_history
 from ..models import ModelOptions
 from ..settings import Settings
@@ -26,6 +27,7 @@ from .http import (
     translate_transport_errors,
 )
 from .legacy_stream import LegacyStreamParser
+from .legacy_upload import LegacyUploader
 
 REFRESH_PATH = "/api/auth/token/refresh"
 USER_PATH = "/api/user"
@@ -61,6 +63,7 @@ class LegacyUpstream:
     def __init__(self, settings: Settings, http: requests.Session | None = None) -> None:
         self.settings = settings
         self.http = http or make_http_session()
+        self.uploader = LegacyUploader(self.http, settings, self._request)
 
     def refresh(self, refresh_token: str) -> TokenGrant:
         data = self._request("GET", REFRESH_PATH, refresh_token, "refreshing the access token")
@@ -73,14 +76,20 @@ class LegacyUpstream:
         user = self._request("GET", USER_PATH, grant.access_token, "reading the user id")
         return replace(grant, user_id=str(user.get("id") or ""))
 
-    def prepare_files(self, files: tuple[FileRef, ...]) -> tuple:
-        if files:
-            raise BadRequest(
-                "Files and images are not supported with KIMI_PROTOCOL=legacy yet: the upload "
-                "flow is being built. Use KIMI_PROTOCOL=web for documents.",
-                code="unsupported_content_type",
-            )
-        return ()
+    def prepare_files(self, files: tuple[FileRef, ...]) -> tuple[FileSource, ...]:
+        # Opened (checked, and fetched when the length is unknown) before any chat exists.
+        sources: list[FileSource] = []
+        try:
+            for ref in files:
+                sources.append(FileSource(ref, self.settings))
+        except BaseException:
+            self.release_files(tuple(sources))
+            raise
+        return tuple(sources)
+
+    def release_files(self, files: tuple[FileSource, ...]) -> None:
+        for source in files:
+            source.close()
 
     def stream_turn(self, session: Session, target: TurnTarget) -> Iterator[Event]:
         options = target.options
@@ -88,8 +97,9 @@ class LegacyUpstream:
             self._check_research_quota(session)
         chat_id = target.chat_id or self._create_chat(session, agent_id(options))
         yield ChatOpened(chat_id)
+        files = [self.uploader.upload(session, chat_id, source) for source in target.files]
         parser = LegacyStreamParser(retry_after=self.settings.cooldown_seconds)
-        yield from self._completion(session, chat_id, completion_body(target), parser)
+        yield from self._completion(session, chat_id, completion_body(target, files), parser)
         for _ in range(MAX_CONTINUATIONS):
             if not parser.needs_continuation:
                 break
@@ -202,13 +212,13 @@ def _tag_url(match: re.Match) -> str:
     return f'<url id="" type="url" status="" title="" wc="">{url}</url>{rest}'
 
 
-def completion_body(target: TurnTarget) -> dict[str, Any]:
+def completion_body(target: TurnTarget, files: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     options = target.options
     return {
         "kimiplus_id": agent_id(options),
         "messages": [{"role": "user", "content": flatten_history(target.messages, tag_urls)}],
-        "refs": [],
-        "refs_file": [],
+        "refs": [file["id"] for file in files],
+        "refs_file": list(files),
         "use_search": options.search,
         "use_math": options.math,
         "use_research": options.research,

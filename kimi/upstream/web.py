@@ -76,6 +76,9 @@ class WebUpstream:
         # No upload flow is publicly described for this backend: read documents locally.
         return tuple(read_documents(files, self.settings)) if files else ()
 
+    def release_files(self, files: tuple) -> None:
+        return None  # extracted text holds nothing
+
     def stream_turn(self, session: Session, target: TurnTarget) -> Iterator[Event]:
         body = chat_body(target)
         with translate_transport_errors("streaming the answer"):
