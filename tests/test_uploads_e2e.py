@@ -193,3 +193,43 @@ def test_a_reader_of_known_length_is_sent_with_content_length_not_chunked():
     assert prepared.headers["Content-Length"] == "5"
     assert "Transfer-Encoding" not in prepared.headers
     assert reader.read() == b"abcde"
+
+
+def test_the_openai_file_data_shape_is_uploaded_with_its_filename(upload_client, auth, emulator):
+    data = "data:application/pdf;base64," + base64.b64encode(PDF_BYTES).decode()
+    part = {"type": "file", "file": {"file_data": data, "filename": "brief.pdf"}}
+    response = ask(upload_client, auth, part)
+    assert response.status_code == 200, response.get_json()
+    (upload,) = emulator.state.uploads()
+    assert upload["name"] == "brief.pdf"
+    assert upload["sha256"] == hashlib.sha256(PDF_BYTES).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "data_type", ["application/octet-stream", "image/x-unknown", "application/x-msdownload"]
+)
+def test_an_unknown_data_url_type_is_a_400(upload_client, auth, emulator, data_type):
+    part = {"type": "file", "file": {"file_data": f"data:{data_type};base64,AAAA"}}
+    response = ask(upload_client, auth, part)
+    assert response.status_code == 400
+    assert data_type in response.get_json()["error"]["message"]
+    assert emulator.state.chats() == {}
+
+
+def test_a_file_over_max_file_mb_is_a_400_before_any_chat(
+    make_settings, auth, emulator, source_server
+):
+    settings = make_settings(allow_private_file_urls=True, max_file_mb=1)
+    response = ask(create_app(settings).test_client(), auth, file_part(source_server + "/big.bin"))
+    assert response.status_code == 400
+    assert emulator.state.chats() == {}
+    assert emulator.state.uploads() == []
+
+
+def test_too_many_files_in_one_message_is_a_400(make_settings, auth, emulator, source_server):
+    settings = make_settings(allow_private_file_urls=True, max_files_per_message=2)
+    parts = [file_part(source_server + "/report.pdf")] * 3
+    response = ask(create_app(settings).test_client(), auth, *parts)
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "too_many_files"
+    assert emulator.state.calls() == []

@@ -19,6 +19,29 @@ from .data_url import parse_data_url
 from .fetch import CHUNK_SIZE, FetchedFile, SafeFetcher
 
 SPOOL_IN_MEMORY_BYTES = 8 * 1024 * 1024
+IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"})
+DOCUMENT_TYPES = frozenset(
+    {
+        "application/pdf",
+        "application/msword",
+        "application/vnd.ms-excel",
+        "application/vnd.ms-powerpoint",
+        "application/json",
+        "application/xml",
+        "application/epub+zip",
+    }
+)
+OFFICE_PREFIX = "application/vnd.openxmlformats-officedocument."
+
+
+def is_known_file_type(content_type: str) -> bool:
+    """A ``data:`` URL's type that Kimi can read: text, common documents, common images."""
+    return (
+        content_type.startswith("text/")
+        or content_type.startswith(OFFICE_PREFIX)
+        or content_type in DOCUMENT_TYPES
+        or content_type in IMAGE_TYPES
+    )
 
 
 class FileSource:
@@ -35,7 +58,7 @@ class FileSource:
         self._fetcher: SafeFetcher | None = None
         self._fetched: FetchedFile | None = None
         if ref.url.startswith("data:"):
-            decoded = parse_data_url(ref.url, settings.max_file_bytes)
+            decoded = parse_data_url(ref.url, settings.max_file_bytes, is_known_file_type)
             self._data = decoded.data
             content_type, filename, self.length = (
                 decoded.content_type,
