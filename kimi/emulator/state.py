@@ -388,9 +388,10 @@ class EmulatorState:
             raise EmulatorError("invalid_argument", "parent_id does not match the last message")
         return chat
 
-    def _owned_chat(self, user_id: str, chat_id: str) -> Chat:
+    def _owned_chat(self, user_id: str, chat_id: str, protocol: str = WEB) -> Chat:
+        """A live chat of this user in this protocol: the other protocol's chats are unknown."""
         chat = self._chats.get(chat_id)
-        if chat is None or chat.deleted or chat.user_id != user_id or chat.protocol != WEB:
+        if chat is None or chat.deleted or chat.user_id != user_id or chat.protocol != protocol:
             raise EmulatorError("not_found", "chat not found")
         return chat
 
@@ -521,7 +522,7 @@ class EmulatorState:
         with self._lock:
             upload = self._uploaded(user_id, kind, key)
             if kind == FILE:
-                self._owned_legacy_chat(user_id, chat_id)
+                self._owned_chat(user_id, chat_id, LEGACY)
             registered = self._files.get(upload.file_id)
             if registered is None:
                 registered = self._new_file(upload, name, chat_id)
@@ -587,12 +588,6 @@ class EmulatorState:
         if registered is None or registered.user_id != user_id:
             raise EmulatorError("invalid_argument", f"unknown file id {file_id!r}")
         return registered
-
-    def _owned_legacy_chat(self, user_id: str, chat_id: str) -> Chat:
-        chat = self._chats.get(chat_id)
-        if chat is None or chat.deleted or chat.protocol != LEGACY or chat.user_id != user_id:
-            raise EmulatorError("not_found", "chat not found")
-        return chat
 
     # Call log
 
