@@ -13,6 +13,8 @@ from kimi.store import StoreError, store_lock
 from kimi.store.sqlite import SQLiteStore
 
 PROCESSES = 4
+RACERS = 8
+RACE_ROUNDS = 40
 INCREMENTS = 25
 
 
@@ -181,6 +183,32 @@ def test_lock_across_processes_loses_no_update(tmp_path):
         worker.join(120)
     assert [w.exitcode for w in workers] == [0] * PROCESSES
     assert SQLiteStore(path).get("counter") == str(PROCESSES * INCREMENTS)
+
+
+def open_and_write(path: str, barrier, name: str) -> None:
+    barrier.wait(30)  # every process opens the brand-new file at the same moment
+    SQLiteStore(path).put(name, "ok")
+
+
+def test_workers_opening_a_new_state_file_at_once_all_start(tmp_path):
+    # gunicorn boots its workers together, each creating the store on a file none has made yet.
+    # fork starts them fast enough to collide; many rounds make a lost race near certain.
+    context = multiprocessing.get_context("fork")
+    failed = []
+    for round_number in range(RACE_ROUNDS):
+        path = str(tmp_path / f"state-{round_number}.db")
+        barrier = context.Barrier(RACERS)
+        workers = [
+            context.Process(target=open_and_write, args=(path, barrier, f"w{index}"))
+            for index in range(RACERS)
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+        failed += [w.exitcode for w in workers if w.exitcode != 0]
+    assert failed == []
+    assert SQLiteStore(path).get(f"w{RACERS - 1}") == "ok"
 
 
 def test_unwritable_folder_falls_back_to_the_temp_dir(tmp_path, monkeypatch):

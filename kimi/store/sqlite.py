@@ -12,6 +12,7 @@ import time
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 10_000
+WAL_RETRY_SECONDS = 0.02
 # Expired rows are swept now and then rather than on every write.
 SWEEP_EVERY_WRITES = 200
 
@@ -92,8 +93,8 @@ class SQLiteStore:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            _enable_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
         return conn
@@ -106,6 +107,23 @@ class SQLiteStore:
                     "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?",
                     (time.time(),),
                 )
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL, waiting out other processes doing the same.
+
+    gunicorn boots its workers together; on a new file they all switch the journal mode at
+    once, and SQLite answers "database is locked" to the losers without waiting.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(WAL_RETRY_SECONDS)
 
 
 def _expiry(ttl: float | None) -> float | None:
