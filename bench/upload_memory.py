@@ -171,9 +171,9 @@ def _wait(url: str) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            if requests.get(url + "/ping", timeout=1).ok:
+            if requests.get(url + "/ping", timeout=2).ok:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # workers still loading the app
             time.sleep(0.1)
     raise RuntimeError("the service did not start")
 

@@ -78,9 +78,11 @@ def wait_until_serving(url: str, process: subprocess.Popen, timeout: float = 30)
         if process.poll() is not None:
             raise RuntimeError(process.stdout.read().decode())
         try:
-            if requests.get(url + "/ping", timeout=1).ok:
+            if requests.get(url + "/ping", timeout=2).ok:
                 return
-        except requests.ConnectionError:
+        # gunicorn's master listens before its workers have loaded the app: a connection can
+        # be accepted and then sit unanswered, so a read timeout here means "not yet".
+        except (requests.ConnectionError, requests.Timeout):
             time.sleep(0.1)
     raise RuntimeError(f"{url} did not start within {timeout} s")
 
