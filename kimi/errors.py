@@ -8,6 +8,8 @@ KimiError                      500 api_error
 ├── ConversationBusy           409 conflict
 ├── RateLimited                429 rate_limit_error (+ Retry-After)
 ├── UpstreamError              502 upstream_error (Kimi answered garbage or failed)
+│   ├── UpstreamCut            502 upstream_cut (the answer stream ended before its end)
+│   └── InvalidJsonOutput      502 invalid_json_output (structured output did not parse)
 ├── NoUsableAccount            503 service_unavailable
 └── UpstreamTimeout            504 timeout
 """
@@ -25,6 +27,8 @@ __all__ = [
     "ConversationBusy",
     "RateLimited",
     "UpstreamError",
+    "UpstreamCut",
+    "InvalidJsonOutput",
     "NoUsableAccount",
     "UpstreamTimeout",
 ]
@@ -106,6 +110,21 @@ class UpstreamError(KimiError):
     status = 502
     error_type = "upstream_error"
     code = "bad_gateway"
+
+
+class UpstreamCut(UpstreamError):
+    """Kimi's answer stream ended (or broke) before the turn reached its end."""
+
+    code = "upstream_cut"
+
+    def __init__(self, message: str = "Kimi's answer stream was cut off before the end.", **kw):
+        super().__init__(message, **kw)
+
+
+class InvalidJsonOutput(UpstreamError):
+    """``response_format`` asked for JSON and the model's answer was not (or not the schema)."""
+
+    code = "invalid_json_output"
 
 
 class NoUsableAccount(KimiError):

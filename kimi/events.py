@@ -11,6 +11,7 @@ from dataclasses import dataclass
 FINISH_STOP = "stop"
 FINISH_LENGTH = "length"
 FINISH_CONTENT_FILTER = "content_filter"
+FINISH_TOOL_CALLS = "tool_calls"
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,19 @@ class Citation:
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """One complete function call the model asked for (tool calling is emulated in text).
+
+    ``index`` counts the calls of one answer from 0; ``arguments`` is the JSON text of an object.
+    """
+
+    index: int
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
 class Finish:
     """The turn ended normally; ``reason`` is an OpenAI ``finish_reason``."""
 
@@ -57,4 +71,4 @@ class Finish:
 
 
 Event = ChatOpened | ReplyStarted | TextDelta | ReasoningDelta | Citation | Finish
-ContentEvent = TextDelta | ReasoningDelta | Finish
+ContentEvent = TextDelta | ReasoningDelta | ToolCall | Finish
