@@ -7,11 +7,11 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from .auth import resolve_pool
+from .auth import bearer_token, resolve_pool
 from .chat_request import ChatRequest, parse_chat_request
 from .completions import TurnStream
 from .encoder import CompletionEncoder, Reply
-from .errors import AuthenticationFailed, BadRequest, KimiError
+from .errors import AuthenticationFailed, BadRequest, KimiError, NotFound
 from .keepalive import KeepAliveStream
 from .models import model_list
 from .service import KimiService
@@ -23,7 +23,7 @@ STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 WELCOME = """kimi-free-api is running.
 
 POST /v1/chat/completions   OpenAI chat completions (stream or not)
-GET  /v1/models             model list
+GET  /v1/models             model list (GET /v1/models/<id> for one)
 POST /token/check           {"token": "..."} -> {"live": true|false}
 GET  /healthz               status
 
@@ -80,12 +80,28 @@ def _prepend(first: Any, rest):
 @bp.get("/v1/models")
 @bp.get("/models")
 def models() -> Response:
+    return jsonify(model_list(_model_ids(), created=int(time.time())))
+
+
+@bp.get("/v1/models/<path:model_id>")
+@bp.get("/models/<path:model_id>")
+def model(model_id: str) -> Response:
+    if model_id not in _model_ids():
+        raise NotFound(f"The model {model_id!r} does not exist.", param="model")
+    return jsonify(model_list([model_id], created=int(time.time()))["data"][0])
+
+
+def _model_ids() -> list[str]:
+    """Anyone may read the static list; credentials that are sent must be valid (UIs check)."""
+    authorization = request.headers.get("Authorization")
     try:
-        pool = resolve_pool(service().settings, request.headers.get("Authorization"))
+        pool = resolve_pool(service().settings, authorization)
     except AuthenticationFailed:
-        pool = None  # anyone may read the static list
-    ids = service().model_ids(pool)
-    return jsonify(model_list(ids, created=int(time.time())))
+        if bearer_token(authorization):
+            raise
+        return service().model_ids(None)
+    service().verify_pool(pool)
+    return service().model_ids(pool)
 
 
 @bp.post("/token/check")

@@ -55,6 +55,24 @@ class KimiService:
             self.accounts.invalidate(credential)
             return False
 
+    def verify_pool(self, pool: Pool) -> None:
+        """Raise ``UpstreamAuthRejected`` unless one of the caller's own tokens is usable.
+
+        Goes through the same cached session as a chat turn, so a live token whose access token
+        is cached costs no upstream call. The server's pool was vouched for by the API key.
+        """
+        if pool.server_side:
+            return
+        for credential in pool.credentials:
+            try:
+                self.accounts.session(credential)
+                return
+            except UpstreamAuthRejected:
+                continue
+        raise UpstreamAuthRejected(
+            "Kimi rejected every token given in the Authorization header; get a new one."
+        )
+
     def model_ids(self, pool: Pool | None) -> list[str]:
         """Static ids plus the live catalog (read with the pool's first account, cached)."""
         static = self.upstream.static_models()

@@ -26,10 +26,39 @@ def test_models_adds_the_live_catalog_and_caches_it(client, auth, emulator):
     assert len(upstream_calls(emulator, "GetAvailableModels")) == 1
 
 
-def test_models_falls_back_to_the_static_list_when_kimi_fails(client, emulator):
+def test_models_with_a_dead_token_is_401_so_connection_checks_tell_the_truth(client, emulator):
     response = client.get("/v1/models", headers={"Authorization": "Bearer dead-token"})
-    assert response.status_code == 200
-    assert "kimi" in [m["id"] for m in response.get_json()["data"]]
+    assert response.status_code == 401
+    assert response.get_json()["error"]["type"] == "authentication_error"
+
+
+def test_models_with_a_wrong_api_key_is_401(make_settings, account):
+    settings = make_settings(api_keys=("sk-right",), kimi_tokens=tuple(split_credentials("t")))
+    client = create_app(settings).test_client()
+    assert client.get("/v1/models", headers={"Authorization": "Bearer sk-wrong"}).status_code == 401
+    assert client.get("/v1/models", headers={"Authorization": "Bearer sk-right"}).status_code == 200
+    assert client.get("/v1/models").status_code == 200  # no header: the static list
+
+
+def test_models_verifies_a_live_token_through_the_cached_session(client, auth, emulator):
+    chat(client, auth)  # a turn refreshes once and caches the access token
+    refreshes = len(upstream_calls(emulator, "RefreshToken"))
+    for _ in range(3):
+        assert client.get("/v1/models", headers=auth).status_code == 200
+    assert len(upstream_calls(emulator, "RefreshToken")) == refreshes
+
+
+def test_one_model_in_the_spec_shape(client):
+    body = client.get("/v1/models/kimi-thinking").get_json()
+    assert body["id"] == "kimi-thinking" and body["object"] == "model"
+    assert body["owned_by"] and isinstance(body["created"], int)
+
+
+def test_an_unknown_model_is_404_in_the_openai_shape(client):
+    response = client.get("/v1/models/gpt-nothing")
+    assert response.status_code == 404
+    error = response.get_json()["error"]
+    assert error["param"] == "model" and "gpt-nothing" in error["message"]
 
 
 def test_token_check_reports_a_live_token(client, account):
