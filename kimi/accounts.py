@@ -51,11 +51,11 @@ class Accounts:
         self, pool: Sequence[Credential], exclude: set[str], *, server_pool: bool
     ) -> Credential:
         """A usable account from ``pool``; errors say why none is usable."""
-        candidates = [c for c in pool if c.account_id not in exclude]
-        cooldowns = {c.account_id: self.cooldown(c) for c in candidates}
-        ready = [c for c in candidates if cooldowns[c.account_id] is None]
+        cooldowns = {c.account_id: self.cooldown(c) for c in pool}
+        ready = [c for c in pool if c.account_id not in exclude and cooldowns[c.account_id] is None]
         if ready:
             return random.choice(ready)
+        # Accounts excluded after failing in this turn count too: a rate-limited one comes back.
         limited = [cd.until for cd in cooldowns.values() if cd and cd.reason == REASON_RATE_LIMITED]
         if limited:
             raise RateLimited(

@@ -79,7 +79,8 @@ class TurnStream:
                     self.accounts.invalidate(credential)
                     continue
                 self.accounts.mark_dead(credential)
-                if existing or len(self.pool) == 1:
+                # A client's only token keeps Kimi's reason; a server pool answers 503 (choose).
+                if existing or (len(self.pool) == 1 and not self.server_pool):
                     raise
             except RateLimited as exc:
                 self.accounts.cool_down(credential, exc.retry_after, REASON_RATE_LIMITED)
@@ -138,7 +139,8 @@ class TurnStream:
                 yield event
         finally:
             events.close()
-            if self.conversation_id and not target.chat_id and not self.request.keep_chat:
+            kept = self.request.keep_chat and self._content_sent  # the client has its id
+            if self.conversation_id and not target.chat_id and not kept:
                 self._delete_chat(credential, session, self.conversation_id)
 
     def _content(self, events: Generator, credential: Credential) -> Iterator[ContentEvent]:
