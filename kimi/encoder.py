@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .chat_request import ChatRequest
-from .errors import KimiError, UpstreamError
+from .errors import KimiError, UpstreamCut
 from .events import ContentEvent, Finish, ReasoningDelta, TextDelta
 from .keepalive import KEEPALIVE
 from .usage import usage
@@ -52,7 +52,7 @@ class Reply:
         for event in events:
             reply.add(event)
         if reply.finish_reason is None:
-            raise UpstreamError("Kimi's answer ended without finishing.", code="upstream_cut")
+            raise UpstreamCut()
         return reply
 
 
@@ -103,7 +103,7 @@ class CompletionEncoder:
                     yield from self._ending(reply)
                     return
                 yield self._chunk(_delta(event))
-            raise UpstreamError("Kimi's answer ended without finishing.", code="upstream_cut")
+            raise UpstreamCut()
         except KimiError as exc:
             log.warning("Stream %s failed after it started: %s", self.completion_id, exc.message)
             yield _sse(exc.to_body())

@@ -21,6 +21,7 @@ from ..errors import (
     NotFound,
     RateLimited,
     UpstreamAuthRejected,
+    UpstreamCut,
     UpstreamError,
     UpstreamTimeout,
 )
@@ -90,7 +91,7 @@ def translate_transport_errors(what: str) -> Iterator[None]:
     except requests.Timeout as exc:
         raise UpstreamTimeout(f"Kimi did not answer in time ({what}).") from exc
     except requests.exceptions.ChunkedEncodingError as exc:
-        raise UpstreamError(f"Kimi's answer was cut off ({what}).", code="upstream_cut") from exc
+        raise UpstreamCut(f"Kimi's answer was cut off ({what}).") from exc
     except requests.RequestException as exc:
         # requests reports a read timeout in the middle of a stream as a ConnectionError.
         if exc.args and isinstance(exc.args[0], ReadTimeoutError):

@@ -11,7 +11,7 @@ from typing import Any
 import requests
 import sseclient
 
-from ..errors import RateLimited, UpstreamError
+from ..errors import RateLimited, UpstreamCut, UpstreamError
 from ..events import ChatOpened, Event
 from ..files.sources import FileSource
 from ..history import FileRef, flatten_history
@@ -165,9 +165,7 @@ class LegacyUpstream:
             finally:
                 response.close()
         if not parser.call_complete:
-            raise UpstreamError(
-                "Kimi's answer stream was cut off before the end.", code="upstream_cut"
-            )
+            raise UpstreamCut()
 
     def _request(
         self, method: str, path: str, credential: Session | str, what: str, **kwargs: Any

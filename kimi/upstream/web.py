@@ -7,7 +7,7 @@ from typing import Any
 
 import requests
 
-from ..errors import UpstreamError
+from ..errors import UpstreamCut, UpstreamError
 from ..events import Event
 from ..files.documents import read_documents
 from ..files.extract import format_for_prompt
@@ -131,9 +131,7 @@ class WebUpstream:
             raise UpstreamError(f"Kimi's chat stream was malformed: {exc}") from exc
         yield from parser.close()
         if not parser.finished:
-            raise UpstreamError(
-                "Kimi's answer stream was cut off before the end.", code="upstream_cut"
-            )
+            raise UpstreamCut()
 
     def _call(self, session: Session, path: str, payload: dict, what: str) -> dict[str, Any]:
         with translate_transport_errors(what):
