@@ -10,7 +10,6 @@ import requests
 from ..errors import UpstreamCut, UpstreamError
 from ..events import Event
 from ..files.documents import read_documents
-from ..files.extract import format_for_prompt
 from ..history import FileRef, flatten_history
 from ..models import ModelOptions, model_ids_for_scenario
 from ..settings import Settings
@@ -24,6 +23,7 @@ from .http import (
     session_headers,
     translate_transport_errors,
 )
+from .web_prompt import format_for_prompt
 from .web_stream import WebStreamParser
 
 REFRESH_PATH = "/api/account.gateway.v1.AuthService/RefreshToken"
