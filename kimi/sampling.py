@@ -112,7 +112,7 @@ def _refuse_logprobs(body: dict[str, Any]) -> None:
                 param=name,
                 code="unsupported_parameter",
             )
-    if body.get("logprobs") not in (None, False):
+    if not isinstance(body.get("logprobs"), (bool, type(None))):
         raise BadRequest("'logprobs' must be a boolean.", param="logprobs")
 
 

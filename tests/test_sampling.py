@@ -94,6 +94,11 @@ def test_log_probabilities_are_refused_with_the_reason(field, value):
     assert "web chat" in error.message
 
 
+@pytest.mark.parametrize("value", [0, "false", [True]])
+def test_logprobs_that_is_not_a_boolean_is_refused(value):
+    assert bad_request({"logprobs": value}).param == "logprobs"
+
+
 def test_logprobs_false_is_accepted():
     assert parse_sampling({"logprobs": False, "top_logprobs": None}) == Sampling()
 
