@@ -8,10 +8,10 @@ from typing import Any
 from .errors import BadRequest
 from .history import FileRef, Message, flatten_history, messages_after_last_reply
 from .models import ModelOptions, parse_model
+from .settings import MAX_FILES_PER_MESSAGE
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 NEW_CONVERSATION = ("none", "None")
-MAX_FILES_PER_MESSAGE = 10
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,9 @@ WEB_BASE_URL = "https://www.kimi.com"
 WEB_AUTH_URL = "https://auth.kimi.com"
 LEGACY_BASE_URL = "https://kimi.moonshot.cn"
 PROTOCOLS = ("web", "legacy")
+# Defaults that other modules share (the stream parsers, parse_chat_request): named once here.
+COOLDOWN_SECONDS = 600.0  # how long a rate-limited or dead account rests, unless Kimi says
+MAX_FILES_PER_MESSAGE = 10
 
 
 @dataclass(frozen=True)
@@ -27,11 +30,11 @@ class Settings:
     connect_timeout: float = 10.0
     read_timeout: float = 120.0
     keepalive_seconds: float = 15.0
-    cooldown_seconds: float = 600.0
+    cooldown_seconds: float = COOLDOWN_SECONDS
     models_cache_seconds: float = 600.0
     conversation_ttl_seconds: float = 30 * 24 * 3600.0
     max_file_mb: float = 100.0
-    max_files_per_message: int = 10
+    max_files_per_message: int = MAX_FILES_PER_MESSAGE
     max_document_chars: int = 200_000
     allow_private_file_urls: bool = False
     file_parse_timeout: float = 30.0

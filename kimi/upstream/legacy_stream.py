@@ -20,6 +20,7 @@ from ..events import (
     ReplyStarted,
     TextDelta,
 )
+from ..settings import COOLDOWN_SECONDS
 from .http import error_from_body
 
 IGNORED_EVENTS = frozenset({"ping", "debug", "rename", "search_plus_start", "loading"})
@@ -30,7 +31,7 @@ RETRYABLE_ERRORS = (RateLimited, UpstreamAuthRejected, ConversationBusy)
 class LegacyStreamParser:
     """Feed the JSON of each ``data:`` line; call ``end_call()`` when a call's stream ends."""
 
-    def __init__(self, retry_after: float = 600.0) -> None:
+    def __init__(self, retry_after: float = COOLDOWN_SECONDS) -> None:
         self.segment_id: str | None = None  # the request's segment: what ``continue`` names
         self.hit_length = False
         self._retry_after = retry_after

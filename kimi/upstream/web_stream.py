@@ -16,6 +16,7 @@ from ..events import (
     ReplyStarted,
     TextDelta,
 )
+from ..settings import COOLDOWN_SECONDS
 from .connect import Frame
 from .http import error_from_body
 
@@ -33,7 +34,7 @@ class WebStreamParser:
     ``finished`` false when the stream was cut.
     """
 
-    def __init__(self, retry_after: float = 600.0) -> None:
+    def __init__(self, retry_after: float = COOLDOWN_SECONDS) -> None:
         self.finished = False
         self._retry_after = retry_after
         self._reply_id: str | None = None
