@@ -26,7 +26,7 @@ test)
 emulator)
     ensure_venv requirements.txt
     shift
-    exec "$VENV/bin/python" -m kimi.emulator "$@"
+    exec "$VENV/bin/python" -m kimi_emulator "$@"
     ;;
 *)
     echo "usage: ./run.sh serve | test [pytest args] | emulator [--port 9000]" >&2

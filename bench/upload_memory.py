@@ -31,7 +31,7 @@ from werkzeug.serving import make_server
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kimi.emulator import EmulatorServer  # noqa: E402
+from kimi_emulator import EmulatorServer  # noqa: E402
 
 CHUNK = 1024 * 1024
 

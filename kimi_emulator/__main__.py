@@ -1,4 +1,4 @@
-"""Run the emulator: ``python -m kimi.emulator --port 9000``.
+"""Run the emulator: ``python -m kimi_emulator --port 9000``.
 
 It serves both protocols at once; point the service at it with
 ``KIMI_BASE_URL=http://127.0.0.1:9000 KIMI_AUTH_URL=http://127.0.0.1:9000`` (``web``) or
@@ -28,7 +28,7 @@ def _is_loopback(host: str) -> bool:
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m kimi.emulator",
+        prog="python -m kimi_emulator",
         description="Emulate the Kimi backend (web and legacy protocols) on loopback.",
     )
     parser.add_argument("--host", default="127.0.0.1")

@@ -15,8 +15,8 @@ from helpers import ROOT, free_port, procfile_command, wait_until_serving
 from werkzeug.serving import make_server
 
 from kimi import create_app
-from kimi.emulator import EmulatorServer
 from kimi.settings import Settings
+from kimi_emulator import EmulatorServer
 
 SERVICE_ENV_PREFIXES = ("KIMI_", "API_KEYS", "KEEPALIVE_", "MODELS_CACHE_", "WEB_CONCURRENCY")
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import requests
 
-from kimi.emulator import EmulatorServer, IssuedTokens
 from kimi.upstream.connect import HEADER_SIZE, Frame, FrameDecoder, encode_frame
+from kimi_emulator import EmulatorServer, IssuedTokens
 
 CHAT_PATH = "/apiv2/kimi.gateway.chat.v1.ChatService/Chat"
 REFRESH_PATH = "/api/account.gateway.v1.AuthService/RefreshToken"

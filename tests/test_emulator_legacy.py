@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import requests
 
-from kimi.emulator import EmulatorServer, IssuedTokens
+from kimi_emulator import EmulatorServer, IssuedTokens
 
 REFRESH_PATH = "/api/auth/token/refresh"
 NEW_CHAT = {

@@ -11,7 +11,7 @@ import pytest
 import requests
 from test_emulator_legacy import answer_of, bearer, completion, create_chat, read_events
 
-from kimi.emulator import EmulatorServer, IssuedTokens
+from kimi_emulator import EmulatorServer, IssuedTokens
 
 PDF = b"%PDF-1.4 a small emulated document\n"
 PNG = b"\x89PNG\r\n\x1a\n an emulated image"
