@@ -123,6 +123,12 @@ NOT_CALLS = {
     "one bad call in a block": '[{"name": "get_time"}, {"name": "get_stock"}]',
     "fenced under another language": '```python\n{"name": "get_time"}\n```',
     "bare JSON after prose": 'Here it is: {"name": "get_time"}',
+    "NaN in the arguments": '<tool_call>{"name": "get_weather", "arguments": {"city": NaN}}'
+    "</tool_call>",
+    "arguments nested too deep": '<tool_call>{"name": "get_time", "arguments": {"a": '
+    + "[" * 100
+    + "]" * 100
+    + "}}</tool_call>",
 }
 
 
@@ -171,6 +177,11 @@ def test_with_tool_choice_none_every_reply_is_text():
     config = ToolConfig(tools=(WEATHER, TIME), choice=ToolChoice("none"))
     parsed = parse_tool_reply(TAGGED_PARIS, config)
     assert (parsed.content, parsed.calls) == (TAGGED_PARIS, [])
+
+
+def test_a_number_too_long_for_python_is_text_not_a_crash():
+    reply = '<tool_call>{"name": "get_time", "arguments": {"n": ' + "9" * 5000 + "}}</tool_call>"
+    assert parse_tool_reply(reply, CONFIG).content == reply
 
 
 def test_a_call_longer_than_the_cap_is_text():

@@ -200,3 +200,50 @@ def test_without_callable_functions_events_pass_unchanged():
     for config in (None, none):
         events = run(chunks, config=config)
         assert events == [TextDelta(chunks[0]), TextDelta(chunks[1]), Finish(FINISH_STOP)]
+
+
+FUZZ_TOKENS = [
+    "<tool_call>",
+    "</tool_call>",
+    "<tool_",
+    "</tool",
+    "```",
+    "```json\n",
+    "```python\n",
+    "`",
+    "{",
+    "}",
+    "[",
+    "]",
+    '"',
+    "\\",
+    ",",
+    ":",
+    "//",
+    "/*",
+    "*/",
+    "\n",
+    " ",
+    "word",
+    '"name"',
+    '"arguments"',
+    '"get_time"',
+    '"get_weather"',
+    '"city"',
+    '{"name": "get_time"}',
+    TAGGED_NOW,
+]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_replies_never_crash_and_stream_like_the_whole_parse(seed):
+    rng = random.Random(seed)
+    for _ in range(25):
+        reply = "".join(rng.choice(FUZZ_TOKENS) for _ in range(rng.randint(1, 30)))
+        cap = rng.choice([16, 40, 1000])
+        cuts = sorted(rng.sample(range(len(reply) + 1), min(len(reply), rng.randint(1, 6))))
+        chunks = [reply[a:b] for a, b in zip([0, *cuts], [*cuts, len(reply)], strict=True)]
+        check_stream(run(chunks, max_call_chars=cap), reply, max_call_chars=cap)
+        check_stream(run(list(reply), max_call_chars=cap), reply, max_call_chars=cap)
+        parsed = parse_tool_reply(reply, CONFIG, max_call_chars=cap)
+        assert parsed.calls or parsed.content == reply  # no call: the text exactly as written

@@ -9,14 +9,25 @@ from __future__ import annotations
 import json
 from typing import Any
 
-_DECODER = json.JSONDecoder()
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # NaN and Infinity would not survive a re-encode
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 _CODE, _STRING, _LINE_COMMENT, _BLOCK_COMMENT = range(4)
+# Real arguments nest a few levels; far deeper would hit Python's recursion limit when decoded
+# or re-encoded.
+MAX_DEPTH = 100
 
 
-def strip_json_noise(text: str) -> str:
-    """The text without ``//`` and ``/* */`` comments and commas before ``}`` or ``]``."""
+def strip_json_noise(text: str) -> tuple[str, int]:
+    """The text without ``//`` and ``/* */`` comments and commas before ``}`` or ``]``.
+
+    Also how deeply its objects and arrays nest.
+    """
     out: list[str] = []
-    mode, pos = _CODE, 0
+    mode, pos, depth, deepest = _CODE, 0, 0, 0
     while pos < len(text):
         char, pair = text[pos], text[pos : pos + 2]
         if mode == _STRING:
@@ -35,10 +46,12 @@ def strip_json_noise(text: str) -> str:
         else:
             if char in "}]":
                 _drop_trailing_comma(out)
+            depth += {"{": 1, "[": 1, "}": -1, "]": -1}.get(char, 0)
+            deepest = max(deepest, depth)
             out.append(char)
             mode = _STRING if char == '"' else _CODE
         pos += 1
-    return "".join(out)
+    return "".join(out), deepest
 
 
 def _drop_trailing_comma(out: list[str]) -> None:
@@ -51,15 +64,17 @@ def _drop_trailing_comma(out: list[str]) -> None:
 
 def json_values(text: str) -> tuple[list[Any], str]:
     """The JSON values one after another at the start of ``text``, and what follows them."""
-    clean = strip_json_noise(text)
+    clean, depth = strip_json_noise(text)
     values: list[Any] = []
     pos = 0
+    if depth > MAX_DEPTH:
+        return values, clean.strip()
     while True:
         while pos < len(clean) and clean[pos].isspace():
             pos += 1
         try:
             value, pos = _DECODER.raw_decode(clean, pos)
-        except json.JSONDecodeError:
+        except ValueError:
             return values, clean[pos:].strip()
         values.append(value)
 
