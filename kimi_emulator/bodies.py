@@ -7,9 +7,8 @@ from typing import Any
 
 from flask import request
 
-from kimi.upstream.connect import FrameDecoder, FrameError
-
 from .errors import EmulatorError
+from .frames import FramingError, read_body
 
 CONNECT_JSON = "application/connect+json"
 
@@ -33,8 +32,8 @@ def loggable_body() -> Any:
     data = request.get_data()
     if request.mimetype == CONNECT_JSON:
         try:
-            frames = FrameDecoder().feed(data)
-        except FrameError:
+            frames = read_body(data)
+        except FramingError:
             return None
         return frames[0].message if len(frames) == 1 else None
     try:

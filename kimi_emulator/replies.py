@@ -10,9 +10,8 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from kimi.upstream.connect import END_STREAM_FLAG
-
 from .faults import Fault
+from .frames import END_OF_STREAM
 from .state import Turn
 
 ANSWER_PREFIX = "Emulator reply to: "
@@ -100,7 +99,7 @@ def ends_reply(frame: PlannedFrame) -> bool:
     """Whether the reply is over, as far as the backend knows, once this frame goes out."""
     message = frame.message
     return (
-        bool(frame.flags & END_STREAM_FLAG)
+        bool(frame.flags & END_OF_STREAM)
         or "done" in message
         or "error" in message
         or message.get("mask") == "message.status"
@@ -203,4 +202,4 @@ def _frame(message: dict[str, Any]) -> PlannedFrame:
 
 
 def _end(message: dict[str, Any] | None = None) -> PlannedFrame:
-    return PlannedFrame(message or {}, flags=END_STREAM_FLAG)
+    return PlannedFrame(message or {}, flags=END_OF_STREAM)

@@ -8,8 +8,6 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from kimi.upstream.connect import FrameDecoder, FrameError, encode_frame
-
 from .bodies import CONNECT_JSON, json_body
 from .call_log import authenticated_user, note_caller, record_call_arrival, record_call_status
 from .context import current_state
@@ -22,6 +20,7 @@ from .faults import (
     REFRESH_FAULTS,
     Fault,
 )
+from .frames import FramingError, read_body, write_frame
 from .replies import (
     PlannedFrame,
     ReplyRequest,
@@ -156,12 +155,11 @@ def _chat_frame() -> dict[str, Any]:
     """The request's one Connect frame, strictly checked."""
     if request.mimetype != CONNECT_JSON:
         raise EmulatorError("invalid_argument", f"content type must be {CONNECT_JSON}")
-    decoder = FrameDecoder()
     try:
-        frames = decoder.feed(request.get_data())
-    except FrameError as exc:
+        frames = read_body(request.get_data())
+    except FramingError as exc:
         raise EmulatorError("invalid_argument", f"invalid frame: {exc}") from exc
-    if len(frames) != 1 or decoder.pending or frames[0].flags != 0:
+    if len(frames) != 1 or frames[0].flags != 0:
         raise EmulatorError("invalid_argument", "the body must be exactly one Connect frame")
     if not isinstance(frames[0].message, dict):
         raise EmulatorError("invalid_argument", "the frame must hold a JSON object")
@@ -202,7 +200,7 @@ def _stream_response(
     on_reply_over: Callable[[], None] = nothing_to_do,
 ) -> Response:
     chunks = [
-        OutgoingChunk(encode_frame(frame.message, frame.flags), frame.pause, ends_reply(frame))
+        OutgoingChunk(write_frame(frame.message, frame.flags), frame.pause, ends_reply(frame))
         for frame in plan
     ]
     body = write_chunks(chunks, config, on_reply_over)

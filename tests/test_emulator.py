@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import requests
 
-from kimi.upstream.connect import HEADER_SIZE, Frame, FrameDecoder, encode_frame
+from kimi.upstream.connect import END_STREAM_FLAG, HEADER_SIZE, Frame, FrameDecoder, encode_frame
 from kimi_emulator import EmulatorServer, IssuedTokens
 
 CHAT_PATH = "/apiv2/kimi.gateway.chat.v1.ChatService/Chat"
@@ -156,3 +156,21 @@ def test_admin_rejects_an_unknown_fault(emulator) -> None:
 
     assert response.status_code == 400
     assert response.json()["code"] == "invalid_argument"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        chat_body("cut short")[:-2],
+        chat_body("one") + chat_body("two"),
+        encode_frame({"message": {}}, flags=END_STREAM_FLAG),
+        b"\x00\x00\x00\x00\x05{nope",
+    ],
+    ids=["truncated", "two frames", "end-of-stream flag", "not JSON"],
+)
+def test_chat_refuses_a_body_that_is_not_exactly_one_plain_frame(emulator, alice, body) -> None:
+    response = post_chat(emulator.url, alice.access_token, body)
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_argument"
+    assert emulator.state.chats() == {}
