@@ -109,13 +109,15 @@ class ToolCallScanner:
         return min((index for index in found if index is not None), default=None)
 
     def _new_probe(self) -> _Probe:
-        evaluate: Evaluate = lambda body: calls_in_block(body, self._config)  # noqa: E731
         first = self._held[0]
         if first == "<":
-            return _TagProbe(evaluate, self._max)
+            return _TagProbe(self._read_block, self._max)
         if first == "`":
-            return _FenceEndProbe() if self._in_code else _FenceProbe(evaluate, self._max)
-        return _BareProbe(evaluate, self._max)
+            return _FenceEndProbe() if self._in_code else _FenceProbe(self._read_block, self._max)
+        return _BareProbe(self._read_block, self._max)
+
+    def _read_block(self, body: str) -> list[ParsedCall] | None:
+        return calls_in_block(body, self._config)
 
     def _apply(self, decision: _Decision) -> None:
         head, self._held = self._held[: decision.length], self._held[decision.length :]
