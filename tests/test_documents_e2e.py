@@ -10,6 +10,7 @@ import zipfile
 import pytest
 from flask import Flask, Response, redirect
 from helpers import chat, upstream_calls
+from text_samples import ENCODED, TRADITIONAL_CHINESE
 from werkzeug.serving import make_server
 
 from kimi import create_app
@@ -19,6 +20,9 @@ DOCX_XML = (
     '<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main">'
     "<w:body><w:p><w:r><w:t>合同第一条：付款期限三十天。</w:t></w:r></w:p></w:body></w:document>"
 )
+
+# Too short to tell Big5 from GB18030 or EUC-KR by its bytes: only the declared charset says.
+MINUTES = "會議記錄：下週一開會"
 
 
 def docx_bytes() -> bytes:
@@ -47,6 +51,11 @@ def file_server():
             docx_bytes(),
             mimetype="application/vnd.openxmlformats-officedocument.wordprocessingml.document",
         ),
+    )
+    files.add_url_rule(
+        "/minutes.txt",
+        "minutes",
+        lambda: Response(MINUTES.encode("big5"), content_type="text/plain; charset=big5"),
     )
     files.add_url_rule("/missing.pdf", "missing", lambda: Response("no", status=404))
     files.add_url_rule("/hop", "hop", lambda: redirect("/notes.txt"))
@@ -163,3 +172,68 @@ def test_a_document_over_the_text_cap_is_a_400(make_settings, auth, emulator):
     response = ask(client, auth, part)
     assert response.status_code == 400
     assert "10" in response.get_json()["error"]["message"]
+
+
+def data_url_part(data: bytes, filename: str, media_type: str = "text/plain") -> dict:
+    payload = base64.b64encode(data).decode()
+    return {
+        "type": "file",
+        "file": {"file_data": f"data:{media_type};base64,{payload}", "filename": filename},
+    }
+
+
+@pytest.mark.parametrize("encoding", ENCODED)
+def test_a_text_document_in_a_legacy_encoding_reaches_kimi_as_written(
+    doc_client, auth, emulator, encoding
+):
+    part = data_url_part(ENCODED[encoding].encode(encoding), "notes.txt")
+
+    response = ask(doc_client, auth, part)
+
+    assert response.status_code == 200, response.get_json()
+    assert f'<document name="notes.txt" type="text">\n{ENCODED[encoding]}' in sent_prompt(emulator)
+
+
+@pytest.mark.parametrize(
+    "encoding", ["utf-8", "utf-8-sig", "utf-16"], ids=["utf-8", "utf-8-bom", "utf-16-bom"]
+)
+def test_a_unicode_text_document_reaches_kimi_as_written(doc_client, auth, emulator, encoding):
+    text = "".join(ENCODED.values())
+
+    response = ask(doc_client, auth, data_url_part(text.encode(encoding), "notes.txt"))
+
+    assert response.status_code == 200, response.get_json()
+    assert text in sent_prompt(emulator)
+
+
+def test_an_html_page_in_big5_reaches_kimi_as_written(doc_client, auth, emulator):
+    page = f"<html><body><h1>會議</h1><p>{TRADITIONAL_CHINESE}</p></body></html>"
+
+    response = ask(doc_client, auth, data_url_part(page.encode("big5"), "page.html", "text/html"))
+
+    assert response.status_code == 200, response.get_json()
+    assert f"會議\n{TRADITIONAL_CHINESE.strip()}" in sent_prompt(emulator)
+
+
+def test_the_charset_of_a_data_url_decides_the_decoding(doc_client, auth, emulator):
+    part = data_url_part(MINUTES.encode("big5"), "minutes.txt", "text/plain;charset=big5")
+
+    assert ask(doc_client, auth, part).status_code == 200
+    assert MINUTES in sent_prompt(emulator)
+
+
+def test_the_charset_a_server_declares_decides_the_decoding(
+    doc_client, auth, emulator, file_server
+):
+    part = {"type": "file", "file_url": {"url": file_server + "/minutes.txt"}}
+
+    assert ask(doc_client, auth, part).status_code == 200
+    assert MINUTES in sent_prompt(emulator)
+
+
+def test_a_wrong_charset_in_a_data_url_is_overruled_by_the_bytes(doc_client, auth, emulator):
+    data = TRADITIONAL_CHINESE.encode("big5")
+    part = data_url_part(data, "notes.txt", "text/plain;charset=utf-8")
+
+    assert ask(doc_client, auth, part).status_code == 200
+    assert TRADITIONAL_CHINESE in sent_prompt(emulator)

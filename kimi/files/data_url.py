@@ -34,6 +34,7 @@ class DataFile:
     content_type: str
     data: bytes
     filename: str | None = None
+    charset: str | None = None
 
 
 def parse_data_url(url: str, max_bytes: int, allowed_types: AllowedTypes = None) -> DataFile:
@@ -53,7 +54,7 @@ def parse_data_url(url: str, max_bytes: int, allowed_types: AllowedTypes = None)
     if len(data) > max_bytes:
         raise _too_large(max_bytes)
     filename = next((params[key] for key in _FILENAME_PARAMS if params.get(key)), None)
-    return DataFile(content_type=content_type, data=data, filename=filename)
+    return DataFile(content_type, data, filename, charset=params.get("charset") or None)
 
 
 def _split_data_url(url: str) -> tuple[str, str]:

@@ -29,6 +29,7 @@ def _read(ref: FileRef, settings: Settings) -> ExtractedText:
             source.reader(),
             filename=source.name,
             content_type=source.content_type,
+            charset=source.charset,
             max_chars=settings.max_document_chars,
             on_overflow="error",
         )

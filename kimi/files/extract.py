@@ -51,13 +51,16 @@ def extract_text(
     *,
     filename: str | None = None,
     content_type: str | None = None,
+    charset: str | None = None,
     max_chars: int,
     on_overflow: Overflow = "truncate",
 ) -> ExtractedText:
     """Read the text of a document given as bytes, a path or a binary file object.
 
-    Text beyond ``max_chars`` is cut off (``truncated=True``), or with ``on_overflow="error"``
-    refused. Unsupported, damaged or text-less documents raise ``BadRequest`` naming the file.
+    ``charset`` is the encoding the source declared, if it did (else the ``charset`` parameter
+    of ``content_type`` counts). Text beyond ``max_chars`` is cut off (``truncated=True``), or
+    with ``on_overflow="error"`` refused. Unsupported, damaged or text-less documents raise
+    ``BadRequest`` naming the file.
     """
     if max_chars < 1:
         raise ValueError("max_chars must be positive")
@@ -67,7 +70,8 @@ def extract_text(
     with _binary_stream(source) as stream:
         kind = detect_kind(stream, filename=name, content_type=content_type)
         read = _READERS.get(kind, text.read)
-        body, truncated = read(stream, name, max_chars, charset=charset_param(content_type))
+        declared = charset or charset_param(content_type)
+        body, truncated = read(stream, name, max_chars, charset=declared)
     if truncated and on_overflow == "error":
         raise BadRequest(
             f"file {name!r} has more than {max_chars} characters of text, "

@@ -32,6 +32,7 @@ from requests.models import PreparedRequest
 from urllib3.exceptions import ReadTimeoutError
 
 from ..errors import BadRequest
+from .content_type import charset_param, media_type
 
 __all__ = [
     "CHUNK_SIZE",
@@ -127,7 +128,9 @@ class FetchedFile:
         self.url = url
         self.host = urlsplit(url).hostname or ""
         self.max_bytes = max_bytes
-        self.content_type = _media_type(response.headers.get("Content-Type"))
+        declared_type = response.headers.get("Content-Type")
+        self.content_type = media_type(declared_type) or DEFAULT_CONTENT_TYPE
+        self.charset = charset_param(declared_type)
         self.length = _content_length(response.headers.get("Content-Length"))
         self.filename = _filename(response.headers.get("Content-Disposition"), url)
         self._response = response
@@ -356,11 +359,6 @@ def _host(url: str) -> str:
         return urlsplit(url).hostname or "the source"
     except ValueError:
         return "the source"
-
-
-def _media_type(header: str | None) -> str:
-    media_type = (header or "").split(";", 1)[0].strip().lower()
-    return media_type or DEFAULT_CONTENT_TYPE
 
 
 def _content_length(header: str | None) -> int | None:

@@ -45,7 +45,8 @@ def is_known_file_type(content_type: str) -> bool:
 
 
 class FileSource:
-    """An attached file: ``name``, ``content_type``, ``kind`` ("file"/"image"), ``length``.
+    """An attached file: ``name``, ``content_type`` (the media type alone), ``charset`` (as
+    declared, if it was), ``kind`` ("file"/"image"), ``length``.
 
     ``reader()`` may be called more than once (a turn retried on another account uploads
     again); a URL whose first body was consumed is fetched again.
@@ -60,6 +61,7 @@ class FileSource:
         if ref.url.startswith("data:"):
             decoded = parse_data_url(ref.url, settings.max_file_bytes, is_known_file_type)
             self._data = decoded.data
+            self.charset = decoded.charset
             content_type, filename, self.length = (
                 decoded.content_type,
                 decoded.filename,
@@ -72,6 +74,7 @@ class FileSource:
                 allow_private=settings.allow_private_file_urls,
             )
             self._fetched = self._fetcher.open(ref.url)
+            self.charset = self._fetched.charset
             content_type, filename, self.length = (
                 self._fetched.content_type,
                 self._fetched.filename,

@@ -10,15 +10,16 @@ from html.parser import HTMLParser
 from typing import BinaryIO
 
 from .base import CELL_SEPARATOR, cap
+from .encoding import charset_in_html
 from .text import decoded_chunks
 
 
 def read(
     stream: BinaryIO, name: str, max_chars: int, *, charset: str | None = None
 ) -> tuple[str, bool]:
-    """The page's visible text, decoded as ``text.decoded_chunks`` decodes plain text."""
+    """The page's visible text, decoded as plain text is, minding a ``<meta charset>``."""
     parser = _TextParser()
-    for chunk in decoded_chunks(stream, name, charset):
+    for chunk in decoded_chunks(stream, name, charset, declared_in=charset_in_html):
         parser.feed(chunk)
         # ``size`` counts whitespace that text() later strips: confirm before stopping.
         if parser.size > max_chars and len(parser.text()) > max_chars:
