@@ -9,11 +9,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 import re
 import runpy
 import shlex
 import signal
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,10 +30,98 @@ CHAT = {"model": "kimi", "stream": True, "messages": [{"role": "user", "content"
 REPLY = "Emulator reply to: hi"
 
 
+# What each platform takes from the repository: the runtime, never the emulator or the tests.
+VERCEL_RUNTIME = {"app.py", "kimi", "requirements.txt", "pyproject.toml", "vercel.json"}
+DOCKER_RUNTIME = {"requirements.txt", "app.py", "gunicorn.conf.py", "kimi"}
+NEVER_SHIPPED = {"kimi_emulator", "tests", "bench", "deploy", ".ci", ".git", ".venv"}
+
+
 def gunicorn_config(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+
+
+@dataclass(frozen=True)
+class IgnoreRule:
+    """One line of an ignore file: what it matches and whether it lets the path back in."""
+
+    regex: re.Pattern
+    negated: bool
+    folders_only: bool
+    any_depth: bool
+
+
+def glob_regex(glob: str) -> re.Pattern:
+    """A path glob as a regex: ``*`` and ``?`` stay inside one segment, ``**`` crosses them."""
+    parts = re.split(r"(\*\*/|\*\*|\*|\?)", glob)
+    wildcards = {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}
+    return re.compile("".join(wildcards.get(part, re.escape(part)) for part in parts))
+
+
+def ignore_rules(text: str, flavour: str) -> list[IgnoreRule]:
+    """The rules of an ignore file. ``git`` (.vercelignore): a pattern without an inner slash
+    matches at any depth and a trailing slash means folders only. ``docker`` (.dockerignore):
+    every pattern is anchored at the root."""
+    rules = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        pattern = line.removeprefix("!")
+        folders_only = flavour == "git" and pattern.endswith("/")
+        pattern = pattern.strip("/") if flavour == "docker" else pattern.rstrip("/")
+        any_depth = flavour == "git" and "/" not in pattern
+        regex = glob_regex(pattern.lstrip("/"))
+        rules.append(IgnoreRule(regex, line.startswith("!"), folders_only, any_depth))
+    return rules
+
+
+def is_ignored(path: str, is_dir: bool, rules: list[IgnoreRule]) -> bool:
+    """Whether ``path`` (relative, with ``/``) is left out, itself or by a left-out folder
+    (neither Vercel nor these files let a path back in below a left-out folder)."""
+    folders = path.split("/")[:-1]
+    parents = ["/".join(folders[: depth + 1]) for depth in range(len(folders))]
+    return any(last_rule_ignores(parent, True, rules) for parent in parents) or (
+        last_rule_ignores(path, is_dir, rules)
+    )
+
+
+def last_rule_ignores(path: str, is_dir: bool, rules: list[IgnoreRule]) -> bool:
+    """Whether the last rule matching ``path`` itself leaves it out."""
+    ignored = False
+    for rule in rules:
+        target = path.rsplit("/", 1)[-1] if rule.any_depth else path
+        if (is_dir or not rule.folders_only) and rule.regex.fullmatch(target):
+            ignored = not rule.negated
+    return ignored
+
+
+def files_left_by(name: str, flavour: str) -> set[str]:
+    """The files of this checkout a platform would take, by the ignore file ``name``."""
+    rules = ignore_rules((ROOT / name).read_text(), flavour)
+    kept = set()
+    for folder, subfolders, files in os.walk(ROOT):
+        base = Path(folder).relative_to(ROOT)
+        # Not entering a left-out folder only saves time (.venv, .git): its files are left out.
+        subfolders[:] = [
+            d for d in subfolders if not is_ignored((base / d).as_posix(), True, rules)
+        ]
+        kept.update((base / f).as_posix() for f in files)
+    return {path for path in kept if not is_ignored(path, False, rules)}
+
+
+def test_the_ignore_matcher_follows_git_and_docker_rules():
+    git = ignore_rules("/*\n!kimi/\n__pycache__/\n*.pyc\n", "git")
+    assert not is_ignored("kimi/upstream/web.py", False, git)
+    assert is_ignored("kimi_emulator", True, git)
+    assert is_ignored("kimi_emulator/web.py", False, git)
+    assert is_ignored("kimi/upstream/__pycache__/web.cpython-311.pyc", False, git)
+    assert is_ignored("kimi/web.pyc", False, git)
+    docker = ignore_rules("tests\n**/__pycache__\n", "docker")
+    assert is_ignored("tests/test_routes.py", False, docker)
+    assert not is_ignored("kimi/tests/data.txt", False, docker)
+    assert is_ignored("kimi/upstream/__pycache__/web.cpython-311.pyc", False, docker)
 
 
 # The Procfile, run as a process (its streamed answer: test_gunicorn.py)
@@ -127,6 +217,23 @@ def test_vercel_config_runs_app_py_for_the_longest_allowed_duration(vercel_confi
     assert "headers" not in vercel_config  # CORS comes from the app; a second copy would clash
 
 
+def test_vercel_bundle_holds_only_what_app_py_runs():
+    bundle = files_left_by(".vercelignore", flavour="git")
+    assert {path.split("/")[0] for path in bundle} == VERCEL_RUNTIME
+    assert {"app.py", "kimi/__init__.py", "kimi/upstream/connect.py"} <= bundle
+    assert not [path for path in bundle if "__pycache__" in path or path.endswith(".pyc")]
+
+
+@pytest.mark.parametrize(
+    "ignore_file, flavour", [(".vercelignore", "git"), (".dockerignore", "docker")]
+)
+def test_the_emulator_is_never_shipped(ignore_file, flavour):
+    rules = ignore_rules((ROOT / ignore_file).read_text(), flavour)
+    assert is_ignored("kimi_emulator", True, rules)
+    assert is_ignored("kimi_emulator/web.py", False, rules)
+    assert not is_ignored("kimi", True, rules)
+
+
 def test_read_only_working_dir_falls_back_to_the_temp_dir(emulator, tmp_path, monkeypatch, caplog):
     """Vercel's /var/task is read-only and /tmp is not: the default state path must not crash."""
     workdir = tmp_path / "task"
@@ -208,6 +315,29 @@ def test_dockerfile_runs_the_procfile_command_and_checks_health():
     instructions = dict(dockerfile_instructions())
     assert json.loads(instructions["CMD"]) == shlex.split(procfile_command())
     assert "/healthz" in instructions["HEALTHCHECK"]
+
+
+def dockerfile_copy_sources() -> list[str]:
+    """The context paths every COPY and ADD takes (flags such as ``--chown`` dropped)."""
+    sources = []
+    for name, args in dockerfile_instructions():
+        if name in ("COPY", "ADD"):
+            *paths, _destination = [word for word in args.split() if not word.startswith("--")]
+            sources += paths
+    return sources
+
+
+def test_dockerfile_copies_the_runtime_and_nothing_else():
+    sources = dockerfile_copy_sources()
+    assert set(sources) == DOCKER_RUNTIME
+    assert "." not in sources and "kimi_emulator" not in sources
+
+
+def test_docker_context_leaves_out_the_emulator_tests_and_tooling():
+    context = files_left_by(".dockerignore", flavour="docker")
+    assert not {path.split("/")[0] for path in context} & NEVER_SHIPPED
+    for source in DOCKER_RUNTIME:
+        assert any(path == source or path.startswith(source + "/") for path in context)
 
 
 def test_compose_keeps_the_state_file_on_a_named_volume():
