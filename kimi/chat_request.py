@@ -8,9 +8,14 @@ from typing import Any
 from .errors import BadRequest
 from .history import FileRef, Message, flatten_history, messages_after_last_reply
 from .models import ModelOptions, parse_model
+from .reasoning import DEFAULT_REASONING_MODE
+from .sampling import Sampling, parse_sampling
 from .settings import MAX_FILES_PER_MESSAGE
+from .structured import ResponseFormat, format_instructions, parse_response_format
+from .tools import ToolConfig, parse_tool_config, tool_instructions
+from .tools.history import read_prior_calls, tool_result, with_calls
 
-ROLES = ("system", "developer", "user", "assistant", "tool")
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 NEW_CONVERSATION = ("none", "None")
 
 
@@ -24,10 +29,31 @@ class ChatRequest:
     keep_chat: bool = False  # False: a one-shot chat, deleted upstream after the answer
     stream: bool = False
     include_usage: bool = False
+    tools: ToolConfig | None = None
+    response_format: ResponseFormat | None = None
+    sampling: Sampling = Sampling()
+    reasoning_mode: str = DEFAULT_REASONING_MODE
 
     @property
     def model(self) -> str:
         return self.options.name
+
+    @property
+    def instructions(self) -> Message | None:
+        """The emulated functions and the answer format, as a system message for every turn."""
+        parts = []
+        if self.tools is not None:
+            parts.append(tool_instructions(self.tools))
+        if self.response_format is not None:
+            parts.append(format_instructions(self.response_format))
+        return Message("system", "\n\n".join(parts)) if parts else None
+
+    def outgoing_messages(self, *, continuing: bool) -> tuple[Message, ...]:
+        """What this turn sends: the history (or only what is new in a continued chat), with
+        the instructions first, since a continued chat would otherwise lose them."""
+        messages = self.latest_messages if continuing else self.messages
+        instructions = self.instructions
+        return (instructions, *messages) if instructions else messages
 
     @property
     def latest_messages(self) -> tuple[Message, ...]:
@@ -41,14 +67,21 @@ class ChatRequest:
 
     @property
     def prompt(self) -> str:
-        return flatten_history(list(self.messages))
+        """The whole prompt of a new chat: what ``usage`` counts."""
+        return flatten_history(list(self.outgoing_messages(continuing=False)))
 
     @property
     def latest_prompt(self) -> str:
-        return flatten_history(list(self.latest_messages))
+        """The prompt of a continued chat: only what is new since the last reply."""
+        return flatten_history(list(self.outgoing_messages(continuing=True)))
 
 
-def parse_chat_request(body: Any, *, max_files: int = MAX_FILES_PER_MESSAGE) -> ChatRequest:
+def parse_chat_request(
+    body: Any,
+    *,
+    max_files: int = MAX_FILES_PER_MESSAGE,
+    reasoning_mode: str = DEFAULT_REASONING_MODE,
+) -> ChatRequest:
     """Validate an OpenAI chat body; every problem is a ``BadRequest`` naming its field."""
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.")
@@ -63,22 +96,26 @@ def parse_chat_request(body: Any, *, max_files: int = MAX_FILES_PER_MESSAGE) -> 
     if effort is not None and not isinstance(effort, str):
         raise BadRequest("'reasoning_effort' must be a string.", param="reasoning_effort")
     conversation_id, keep_chat = _conversation(body.get("conversation_id"))
+    options = parse_model(model, use_search=body.get("use_search") is True, reasoning_effort=effort)
     return ChatRequest(
-        options=parse_model(
-            model, use_search=body.get("use_search") is True, reasoning_effort=effort
-        ),
+        options=options,
         messages=tuple(messages),
         conversation_id=conversation_id,
         keep_chat=keep_chat,
         stream=_flag(body, "stream"),
         include_usage=_include_usage(body.get("stream_options")),
+        tools=parse_tool_config(body),
+        response_format=parse_response_format(body),
+        sampling=parse_sampling(body),
+        reasoning_mode=options.reasoning_mode or reasoning_mode,
     )
 
 
 def _messages(raw: Any, max_files: int) -> list[Message]:
     if not isinstance(raw, list) or not raw:
         raise BadRequest("'messages' must be a non-empty array.", param="messages")
-    messages = [_message(item, index) for index, item in enumerate(raw)]
+    call_names: dict[str, str] = {}  # call id -> function name, for the tool messages after
+    messages = [_message(item, index, call_names) for index, item in enumerate(raw)]
     for index, message in enumerate(messages):
         if len(message.files) > max_files:
             raise BadRequest(
@@ -92,7 +129,7 @@ def _messages(raw: Any, max_files: int) -> list[Message]:
     return messages
 
 
-def _message(item: Any, index: int) -> Message:
+def _message(item: Any, index: int, call_names: dict[str, str]) -> Message:
     param = f"messages[{index}]"
     if not isinstance(item, dict):
         raise BadRequest(f"{param} must be an object.", param=param)
@@ -102,6 +139,12 @@ def _message(item: Any, index: int) -> Message:
             f"{param}.role must be one of {', '.join(ROLES)}; got {role!r}.", param=f"{param}.role"
         )
     content, files = _content(item.get("content"), f"{param}.content")
+    if role == "assistant":
+        calls = read_prior_calls(item, param)
+        call_names.update((call.call_id, call.name) for call in calls if call.call_id)
+        content = with_calls(content, calls)
+    elif role in ("tool", "function"):
+        role, content = "tool", tool_result(item, content, call_names, param)
     return Message(role=role, content=content, files=files)
 
 

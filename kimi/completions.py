@@ -15,6 +15,7 @@ from .citations import render_citation_list
 from .conversations import Conversation, Conversations
 from .errors import KimiError, NotFound, RateLimited, UpstreamAuthRejected
 from .events import ChatOpened, Citation, ContentEvent, Finish, ReplyStarted, TextDelta
+from .shaping import shape_reply
 from .tokens import Credential
 from .upstream.base import Session, TurnTarget, Upstream
 
@@ -42,7 +43,8 @@ class TurnStream:
         self.upstream = upstream
         self.conversation_id: str | None = request.conversation_id
         self._content_sent = False
-        self._events = self._run()
+        self._turn = self._run()
+        self._events = shape_reply(self._turn, request)
 
     def __iter__(self) -> Iterator[ContentEvent]:
         return self
@@ -51,7 +53,10 @@ class TurnStream:
         return next(self._events)
 
     def close(self) -> None:
+        """Stop the turn: the upstream stream is closed and a one-shot chat deleted, even when a
+        stage ended the answer early (``max_tokens``, ``stop``)."""
         self._events.close()
+        self._turn.close()
 
     def _run(self) -> Iterator[ContentEvent]:
         existing = self._existing_conversation()
@@ -118,7 +123,7 @@ class TurnStream:
     def _target(self, existing: Conversation | None) -> TurnTarget:
         """What to send; files are fetched and checked here, once, before any chat call."""
         return TurnTarget(
-            messages=self.request.latest_messages if existing else self.request.messages,
+            messages=self.request.outgoing_messages(continuing=existing is not None),
             options=self.request.options,
             chat_id=existing.chat_id if existing else None,
             parent_id=existing.parent_id if existing else None,

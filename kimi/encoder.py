@@ -16,7 +16,7 @@ from typing import Any
 
 from .chat_request import ChatRequest
 from .errors import KimiError, UpstreamCut
-from .events import ContentEvent, Finish, ReasoningDelta, TextDelta
+from .events import FINISH_TOOL_CALLS, ContentEvent, Finish, ReasoningDelta, TextDelta, ToolCall
 from .keepalive import KEEPALIVE
 from .usage import usage
 
@@ -32,6 +32,7 @@ class Reply:
 
     text: list[str] = field(default_factory=list)
     reasoning: list[str] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: str | None = None
 
     def add(self, event: ContentEvent) -> None:
@@ -39,11 +40,14 @@ class Reply:
             self.text.append(event.text)
         elif isinstance(event, ReasoningDelta):
             self.reasoning.append(event.text)
+        elif isinstance(event, ToolCall):
+            self.tool_calls.append(event)
         elif isinstance(event, Finish):
             self.finish_reason = event.reason
 
-    def usage(self, prompt: str) -> dict[str, int]:
-        return usage(prompt, "".join(self.reasoning) + "".join(self.text))
+    def usage(self, prompt: str) -> dict[str, Any]:
+        calls = "".join(call.name + call.arguments for call in self.tool_calls)
+        return usage(prompt, "".join(self.text) + calls, "".join(self.reasoning))
 
     @classmethod
     def collect(cls, events: Iterable[ContentEvent]) -> Reply:
@@ -66,9 +70,17 @@ class CompletionEncoder:
 
     def completion(self, reply: Reply) -> dict[str, Any]:
         """The non-stream ``chat.completion`` object for a collected answer."""
-        message: dict[str, Any] = {"role": "assistant", "content": "".join(reply.text)}
+        text = "".join(reply.text)
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": text if text or not reply.tool_calls else None,
+        }
         if reply.reasoning:
             message["reasoning_content"] = "".join(reply.reasoning)
+        if reply.tool_calls and self._legacy_functions:
+            message["function_call"] = _function(reply.tool_calls[0])
+        elif reply.tool_calls:
+            message["tool_calls"] = [_tool_call(call) for call in reply.tool_calls]
         return {
             "id": self.completion_id,
             "object": "chat.completion",
@@ -79,7 +91,7 @@ class CompletionEncoder:
                     "index": 0,
                     "message": message,
                     "logprobs": None,
-                    "finish_reason": reply.finish_reason,
+                    "finish_reason": self._finish_reason(reply.finish_reason),
                 }
             ],
             "usage": reply.usage(self.request.prompt),
@@ -102,14 +114,39 @@ class CompletionEncoder:
                 if isinstance(event, Finish):
                     yield from self._ending(reply)
                     return
+                if isinstance(event, ToolCall):
+                    yield from self._call_chunks(event)
+                    continue
                 yield self._chunk(_delta(event))
             raise UpstreamCut()
         except KimiError as exc:
             log.warning("Stream %s failed after it started: %s", self.completion_id, exc.message)
             yield _sse(exc.to_body())
 
+    @property
+    def _legacy_functions(self) -> bool:
+        """The client used ``functions``: it reads one ``function_call``, not ``tool_calls``."""
+        return self.request.tools is not None and self.request.tools.legacy
+
+    def _finish_reason(self, reason: str | None) -> str | None:
+        if reason == FINISH_TOOL_CALLS and self._legacy_functions:
+            return "function_call"
+        return reason
+
+    def _call_chunks(self, call: ToolCall) -> Iterator[bytes]:
+        """A call as OpenAI streams one: id and name first, then the arguments."""
+        if self._legacy_functions:
+            yield self._chunk({"function_call": {"name": call.name, "arguments": ""}})
+            yield self._chunk({"function_call": {"arguments": call.arguments}})
+            return
+        head = _tool_call(call)
+        head["function"]["arguments"] = ""
+        yield self._chunk({"tool_calls": [head]})
+        arguments = {"index": call.index, "function": {"arguments": call.arguments}}
+        yield self._chunk({"tool_calls": [arguments]})
+
     def _ending(self, reply: Reply) -> Iterator[bytes]:
-        yield self._chunk({}, reply.finish_reason)
+        yield self._chunk({}, self._finish_reason(reply.finish_reason))
         if self.request.include_usage:
             yield _sse(self._envelope([], usage=reply.usage(self.request.prompt)))
         yield DONE_LINE
@@ -129,6 +166,19 @@ class CompletionEncoder:
         if self.request.include_usage:
             chunk["usage"] = extra.get("usage")
         return chunk
+
+
+def _tool_call(call: ToolCall) -> dict[str, Any]:
+    return {
+        "index": call.index,
+        "id": call.call_id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": call.arguments},
+    }
+
+
+def _function(call: ToolCall) -> dict[str, str]:
+    return {"name": call.name, "arguments": call.arguments}
 
 
 def _delta(event: ContentEvent) -> dict[str, str]:

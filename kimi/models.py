@@ -5,11 +5,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .reasoning import HIDDEN, THINK_TAGS
+
 DEFAULT_MODEL = "kimi"
 AGENT_ID = re.compile(r"[0-9a-z]{20}")
 THINKING_WORDS = ("think", "k1", "reason")
 EFFORTS = {"low": "LOW", "medium": "MEDIUM", "high": "HIGH"}
 NO_EFFORT = ("none", "minimal")
+# Model-name words that choose how thinking is shown (and turn it on, having "think" in them).
+REASONING_MODE_WORDS = (("think-tags", THINK_TAGS), ("think-hidden", HIDDEN))
 # Scenario slugs as they appear in model ids (kimi-k2.5, kimi-ok-computer, ...), longest first
 # so that "k2.5" is not read as "k2".
 SCENARIO_SLUGS = (
@@ -36,6 +40,7 @@ class ModelOptions:
     research: bool = False
     math: bool = False
     k1: bool = False
+    reasoning_mode: str | None = None  # None: the deployment's REASONING_OUTPUT
 
 
 def parse_model(
@@ -59,6 +64,7 @@ def parse_model(
         research="research" in lowered,
         math="math" in lowered,
         k1="k1" in lowered,
+        reasoning_mode=next((mode for word, mode in REASONING_MODE_WORDS if word in lowered), None),
     )
 
 

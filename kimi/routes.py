@@ -38,7 +38,12 @@ def service() -> KimiService:
 @bp.post("/v1/chat/completions")
 @bp.post("/chat/completions")
 def chat_completions() -> Response:
-    chat = parse_chat_request(_json_body(), max_files=service().settings.max_files_per_message)
+    settings = service().settings
+    chat = parse_chat_request(
+        _json_body(),
+        max_files=settings.max_files_per_message,
+        reasoning_mode=settings.reasoning_output,
+    )
     pool = resolve_pool(service().settings, request.headers.get("Authorization"))
     turn = service().start_turn(chat, pool)
     if not chat.stream:

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .reasoning import DEFAULT_REASONING_MODE, parse_reasoning_mode
 from .tokens import Credential, split_credentials
 
 WEB_BASE_URL = "https://www.kimi.com"
@@ -38,6 +39,7 @@ class Settings:
     max_document_chars: int = 200_000
     allow_private_file_urls: bool = False
     file_parse_timeout: float = 30.0
+    reasoning_output: str = DEFAULT_REASONING_MODE
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -71,6 +73,9 @@ class Settings:
             file_parse_timeout=_number(env, "FILE_PARSE_TIMEOUT", cls.file_parse_timeout),
             allow_private_file_urls=env.get("ALLOW_PRIVATE_FILE_URLS", "").strip().lower()
             in ("1", "true", "yes"),
+            reasoning_output=parse_reasoning_mode(
+                env.get("REASONING_OUTPUT", "").strip() or None, name="REASONING_OUTPUT"
+            ),
         )
 
     @property

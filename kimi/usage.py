@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
 
 _WIDE = re.compile(r"[\u3000-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
 CHARS_PER_TOKEN = 4
@@ -20,12 +21,20 @@ def estimate_tokens(text: str) -> int:
     return wide + math.ceil((len(text) - wide) / CHARS_PER_TOKEN)
 
 
-def usage(prompt: str, completion: str) -> dict[str, int]:
-    """The OpenAI ``usage`` object for a prompt and everything generated."""
+def usage(prompt: str, completion: str, reasoning: str = "") -> dict[str, Any]:
+    """The OpenAI ``usage`` object; ``completion`` is the answer, ``reasoning`` the thinking.
+
+    Completion tokens include reasoning tokens, as OpenAI counts them; the reasoning share is
+    told in ``completion_tokens_details`` when there was any.
+    """
     prompt_tokens = estimate_tokens(prompt)
-    completion_tokens = estimate_tokens(completion)
-    return {
+    reasoning_tokens = estimate_tokens(reasoning)
+    completion_tokens = estimate_tokens(completion) + reasoning_tokens
+    body: dict[str, Any] = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
+    if reasoning_tokens:
+        body["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
+    return body

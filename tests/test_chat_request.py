@@ -151,11 +151,15 @@ def test_body_that_is_not_an_object_is_a_bad_request():
     bad_request(["not", "an", "object"])
 
 
-def test_unknown_body_fields_are_ignored():
-    request = parse_chat_request(
-        body(temperature=0.2, top_p=1, user="me", tools=[{"type": "function"}], frobnicate={})
-    )
+def test_sampling_knobs_the_web_chat_lacks_and_unknown_fields_are_ignored():
+    request = parse_chat_request(body(temperature=0.2, top_p=1, user="me", frobnicate={}))
     assert request.prompt == "hi"
+
+
+def test_a_malformed_tool_is_refused_not_dropped():
+    with pytest.raises(BadRequest) as caught:
+        parse_chat_request(body(tools=[{"type": "function"}]))
+    assert caught.value.param == "tools[0].function"
 
 
 @pytest.mark.parametrize("stream", [True, False, None])
