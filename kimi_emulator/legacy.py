@@ -44,6 +44,7 @@ from .legacy_replies import (
     streamed_text,
 )
 from .replies import chat_title
+from .scripts import scripted_reply
 from .state import RESEARCH_TOTAL, EmulatorConfig, LegacyCall
 from .streaming import OutgoingChunk, nothing_to_do, write_chunks
 from .tokens import TokenError
@@ -161,7 +162,9 @@ def _open_and_plan(
     if completion.segment_id is not None:
         call = state.open_legacy_continuation(user_id, chat_id, completion.segment_id)
         return call, plan_continuation(call.turn, call.pieces, call.more_to_come, fault)
-    parts = answer_parts(completion.prompt, fault, file_names)
+    prompts, replies = state.transcript(chat_id, completion.prompt)
+    scripted = scripted_reply(prompts, replies)
+    parts = answer_parts(completion.prompt, fault, file_names, scripted)
     name = chat_title(completion.prompt) or NEW_CHAT_NAME
     call = state.open_legacy_turn(user_id, chat_id, completion.prompt, name, parts)
     plan = plan_turn(

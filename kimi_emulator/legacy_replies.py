@@ -42,7 +42,7 @@ class PlannedEvent:
 
 
 def answer_parts(
-    prompt: str, fault: Fault | None, file_names: Sequence[str] = ()
+    prompt: str, fault: Fault | None, file_names: Sequence[str] = (), scripted: str | None = None
 ) -> list[list[str]]:
     """The answer's pieces, split into one part per completion call the client has to make.
 
@@ -50,10 +50,10 @@ def answer_parts(
     about the prompt's last line that is not a note naming an attached file.
     """
     if file_names:
-        text = answer_text(ReplyRequest(_without_file_notes(prompt)))
+        text = answer_text(ReplyRequest(_without_file_notes(prompt), scripted=scripted))
         text += FILES_NOTE.format(", ".join(file_names))
     else:
-        text = answer_text(ReplyRequest(prompt))
+        text = answer_text(ReplyRequest(prompt, scripted=scripted))
     pieces = text_pieces(text)
     stops = LENGTH_STOPS.get(fault.name, 0) if fault else 0
     cuts = [max(1, len(pieces) * (stop + 1) // (stops + 1)) for stop in range(stops)]

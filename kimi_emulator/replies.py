@@ -41,6 +41,7 @@ class ReplyRequest:
     prompt: str
     thinking: bool = False
     search: bool = False
+    scripted: str | None = None  # the answer a script in the prompt chose (see scripts.py)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,8 @@ def answer_text(request: ReplyRequest) -> str:
 
 
 def _plain_answer(request: ReplyRequest) -> str:
+    if request.scripted is not None:
+        return request.scripted
     return ANSWER_PREFIX + prompt_line(request.prompt)[:ANSWER_LINE_LIMIT]
 
 

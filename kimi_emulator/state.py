@@ -376,6 +376,17 @@ class EmulatorState:
                 for chat in self._chats.values()
             }
 
+    def transcript(self, chat_id: str, prompt: str) -> tuple[list[str], int]:
+        """The user prompts of ``chat_id`` with ``prompt`` last, and how many replies it holds.
+
+        What a scripted reply needs to know which step it is at; a new chat has only ``prompt``.
+        """
+        with self._lock:
+            chat = self._chats.get(chat_id) if chat_id else None
+            messages = chat.messages if chat else []
+            prompts = [m.text for m in messages if m.role == "user"]
+            return [*prompts, prompt], sum(m.role == "assistant" for m in messages)
+
     def _continued_chat(self, user_id: str, chat_id: str, parent_id: str) -> Chat | None:
         if not chat_id:
             if parent_id:

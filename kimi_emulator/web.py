@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -30,6 +31,7 @@ from .replies import (
     plan_reply,
     reply_text,
 )
+from .scripts import scripted_reply
 from .state import EmulatorConfig
 from .streaming import OutgoingChunk, nothing_to_do, write_chunks
 from .tokens import TokenError
@@ -135,6 +137,8 @@ def chat() -> Response:
     reply_request = _reply_request(body)
     chat_id, parent_id = _str_field(body, "chat_id"), _str_field(body.get("message"), "parent_id")
     state.check_turn(user.user_id, chat_id, parent_id)
+    prompts, replies = state.transcript(chat_id, reply_request.prompt)
+    reply_request = replace(reply_request, scripted=scripted_reply(prompts, replies))
     fault = state.take_fault(CHAT_FAULTS, user.user_id)
     if fault and fault.name in HTTP_FAULTS:
         return _http_fault_response(fault)
