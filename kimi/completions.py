@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass
 
 from .accounts import REASON_RATE_LIMITED, Accounts
 from .chat_request import ChatRequest
@@ -15,11 +16,23 @@ from .citations import render_citation_list
 from .conversations import Conversation, Conversations
 from .errors import KimiError, NotFound, RateLimited, UpstreamAuthRejected
 from .events import ChatOpened, Citation, ContentEvent, Finish, ReplyStarted, TextDelta
+from .history import Message
 from .shaping import shape_reply
 from .tokens import Credential
 from .upstream.base import Session, TurnTarget, Upstream
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _ChatInUse:
+    """Where the last finished answer lives: a follow-up turn goes after it, same account."""
+
+    credential: Credential
+    session: Session
+    chat_id: str
+    reply_id: str | None
+    one_shot: bool  # deleted upstream when the turn is closed
 
 
 class TurnStream:
@@ -43,8 +56,10 @@ class TurnStream:
         self.upstream = upstream
         self.conversation_id: str | None = request.conversation_id
         self._content_sent = False
-        self._turn = self._run()
-        self._events = shape_reply(self._turn, request)
+        self._chat: _ChatInUse | None = None
+        self._reply_id: str | None = None
+        self._streams: list[Generator] = []
+        self._events = self._shaped(self._run())
 
     def __iter__(self) -> Iterator[ContentEvent]:
         return self
@@ -55,8 +70,37 @@ class TurnStream:
     def close(self) -> None:
         """Stop the turn: the upstream stream is closed and a one-shot chat deleted, even when a
         stage ended the answer early (``max_tokens``, ``stop``)."""
-        self._events.close()
-        self._turn.close()
+        for stream in reversed(self._streams):
+            stream.close()
+        chat, self._chat = self._chat, None
+        if chat and chat.one_shot:
+            self._delete_chat(chat.credential, chat.session, chat.chat_id)
+
+    def follow_up(self, text: str) -> Iterator[ContentEvent]:
+        """One more user message in the chat of the finished answer, on the same account (a
+        repair of invalid output). Its events are shaped like the turn's; no failover."""
+        chat = self._chat
+        if chat is None:
+            raise RuntimeError("follow_up() needs a finished turn whose chat is still open")
+        target = TurnTarget(
+            messages=(Message("user", text),),
+            options=self.request.options,
+            chat_id=chat.chat_id,
+            parent_id=chat.reply_id,
+        )
+        return self._shaped(self._follow_up(chat, target))
+
+    def _follow_up(self, chat: _ChatInUse, target: TurnTarget) -> Iterator[ContentEvent]:
+        events = self.upstream.stream_turn(chat.session, target)
+        try:
+            yield from self._content(events, chat.credential)
+        finally:
+            events.close()
+
+    def _shaped(self, raw: Generator) -> Generator:
+        shaped = shape_reply(raw, self.request)
+        self._streams += [raw, shaped]  # both closed explicitly: a stage may stop reading early
+        return shaped
 
     def _run(self) -> Iterator[ContentEvent]:
         existing = self._existing_conversation()
@@ -138,14 +182,21 @@ class TurnStream:
             retried_auth.add(credential.account_id)  # a new token failing again is not stale
         self.conversation_id = target.chat_id
         events = self.upstream.stream_turn(session, target)
+        one_shot = not target.chat_id and not self.request.keep_chat
         try:
             for event in self._content(events, credential):
                 self._content_sent = True
+                if isinstance(event, Finish) and self.conversation_id:
+                    # Kept open until close(): a follow-up may still go into this chat.
+                    self._chat = _ChatInUse(
+                        credential, session, self.conversation_id, self._reply_id, one_shot
+                    )
                 yield event
         finally:
             events.close()
-            kept = self.request.keep_chat and self._content_sent  # the client has its id
-            if self.conversation_id and not target.chat_id and not kept:
+            # A new chat the client never learned of (or a one-shot one) goes now.
+            unknown = not target.chat_id and not self._content_sent
+            if self._chat is None and self.conversation_id and (one_shot or unknown):
                 self._delete_chat(credential, session, self.conversation_id)
 
     def _content(self, events: Generator, credential: Credential) -> Iterator[ContentEvent]:
@@ -154,6 +205,7 @@ class TurnStream:
             if isinstance(event, ChatOpened):
                 self.conversation_id = event.chat_id
             elif isinstance(event, ReplyStarted):
+                self._reply_id = event.message_id
                 self._remember(credential, event.message_id)
             elif isinstance(event, Citation):
                 citations.append((event.title, event.url))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -11,11 +12,13 @@ from .auth import bearer_token, resolve_pool
 from .chat_request import ChatRequest, parse_chat_request
 from .completions import TurnStream
 from .encoder import CompletionEncoder, Reply
-from .errors import AuthenticationFailed, BadRequest, KimiError, NotFound
+from .errors import AuthenticationFailed, BadRequest, InvalidJsonOutput, KimiError, NotFound
 from .keepalive import KeepAliveStream
 from .models import model_list
 from .service import KimiService
+from .structured import repair_instruction
 
+log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
 
 # No Connection header: hop-by-hop headers are the server's to set, not a WSGI app's (PEP 3333).
@@ -48,11 +51,20 @@ def chat_completions() -> Response:
     turn = service().start_turn(chat, pool)
     if not chat.stream:
         try:
-            reply = Reply.collect(turn)
+            reply = _collect(turn)
         finally:
             turn.close()
         return jsonify(CompletionEncoder(chat, turn.conversation_id).completion(reply))
     return _stream(chat, turn)
+
+
+def _collect(turn: TurnStream) -> Reply:
+    """The whole answer; output that fails ``response_format`` is sent back for one repair."""
+    try:
+        return Reply.collect(turn)
+    except InvalidJsonOutput as exc:
+        log.info("Asking Kimi once to repair JSON that failed the response_format: %s", exc)
+        return Reply.collect(turn.follow_up(repair_instruction(exc)))
 
 
 def _stream(chat: ChatRequest, turn: TurnStream) -> Response:

@@ -383,6 +383,14 @@ def _dump(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def repair_instruction(error: InvalidJsonOutput) -> str:
+    """The follow-up message that asks the model, once, to fix an answer ``check_json`` refused."""
+    return (
+        f"Your answer is not valid: {error.message} Reply again with only the corrected JSON "
+        "value: no prose, no code fence."
+    )
+
+
 # --- the stream stage ----------------------------------------------------------------------
 
 

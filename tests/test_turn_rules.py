@@ -54,6 +54,14 @@ def first_ready_account(monkeypatch):
     monkeypatch.setattr(random, "choice", lambda seq: seq[0])
 
 
+def consume(turn: TurnStream) -> list:
+    """Read a turn to its end and close it, as the routes do (close() deletes one-shot chats)."""
+    try:
+        return list(turn)
+    finally:
+        turn.close()
+
+
 @pytest.fixture
 def start(accounts, conversations, upstream):
     def start(pool, *, server_pool: bool = False, **body) -> TurnStream:
@@ -106,7 +114,7 @@ def test_an_auth_rejection_is_retried_only_once(start, upstream, accounts, alice
     upstream.reply(UpstreamAuthRejected("still rejected"))
     upstream.reply(*answer("never played"))
     with pytest.raises(UpstreamAuthRejected):
-        list(start([alice]))
+        consume(start([alice]))
     assert len(upstream.calls_of("stream_turn")) == 2
 
 
@@ -136,7 +144,7 @@ def test_a_refresh_failing_for_another_reason_does_not_bench_the_account(
 ):
     upstream.fail_refresh("alice", UpstreamError("Kimi's auth service answered 500"))
     with pytest.raises(UpstreamError, match="answered 500"):
-        list(start([alice]))
+        consume(start([alice]))
     assert accounts.cooldown(alice) is None
 
 
@@ -164,7 +172,7 @@ def test_a_rate_limited_account_fails_over_before_the_first_content(start, upstr
 def test_the_chat_of_a_failed_attempt_is_deleted(start, upstream, alice, bob):
     upstream.reply(ChatOpened("chat-a"), RateLimited("slow down"), user="alice")
     upstream.reply(*answer(chat_id="chat-b"), user="bob")
-    list(start([alice, bob]))
+    consume(start([alice, bob]))
     deletions = upstream.calls_of("delete_chat")
     assert [(c.user, c.chat_id) for c in deletions] == [("alice", "chat-a"), ("bob", "chat-b")]
 
@@ -187,7 +195,7 @@ def test_a_rate_limited_account_cools_down_and_is_skipped_by_the_next_turn(
     upstream.reply(RateLimited("slow down", retry_after=30), user="alice")
     upstream.reply(*answer("first"), user="bob")
     upstream.reply(*answer("second"), user="bob")
-    list(start([alice, bob]))
+    consume(start([alice, bob]))
     assert text_of(start([alice, bob])) == "second"
     assert upstream.turn_users == ["alice", "bob", "bob"]
     assert accounts.cooldown(alice).reason == REASON_RATE_LIMITED
@@ -197,7 +205,7 @@ def test_every_account_cooling_is_429_with_retry_after(start, upstream, accounts
     accounts.cool_down(alice, 30, REASON_RATE_LIMITED)
     accounts.cool_down(bob, 20, REASON_RATE_LIMITED)
     with pytest.raises(RateLimited) as caught:
-        list(start([alice, bob]))
+        consume(start([alice, bob]))
     assert 0 < caught.value.retry_after <= 20
     assert caught.value.status == 429
     assert upstream.turn_users == []
@@ -207,7 +215,7 @@ def test_every_account_rate_limited_within_one_turn_is_429(start, upstream, alic
     upstream.reply(RateLimited("slow down", retry_after=30), user="alice")
     upstream.reply(RateLimited("slow down", retry_after=20), user="bob")
     with pytest.raises(RateLimited) as caught:
-        list(start([alice, bob]))
+        consume(start([alice, bob]))
     assert 0 < caught.value.retry_after <= 20
     assert upstream.turn_users == ["alice", "bob"]
 
@@ -219,23 +227,23 @@ def test_dead_server_pool_accounts_are_no_usable_account(start, upstream, alice,
     upstream.reply(UpstreamAuthRejected("rejected"), user="alice")
     upstream.reply(UpstreamAuthRejected("rejected"), user="bob")
     with pytest.raises(NoUsableAccount):
-        list(start([alice, bob], server_pool=True))
+        consume(start([alice, bob], server_pool=True))
     with pytest.raises(NoUsableAccount):
-        list(start([alice, bob], server_pool=True))
+        consume(start([alice, bob], server_pool=True))
     assert upstream.turn_users == ["alice", "bob"]
 
 
 def test_a_single_dead_server_account_is_no_usable_account(start, upstream, alice):
     upstream.reply(UpstreamAuthRejected("rejected"))
     with pytest.raises(NoUsableAccount):
-        list(start([alice], server_pool=True))
+        consume(start([alice], server_pool=True))
 
 
 def test_every_token_of_the_client_rejected_is_401(start, upstream, alice, bob):
     upstream.reply(UpstreamAuthRejected("rejected"), user="alice")
     upstream.reply(UpstreamAuthRejected("rejected"), user="bob")
     with pytest.raises(UpstreamAuthRejected) as caught:
-        list(start([alice, bob]))
+        consume(start([alice, bob]))
     assert caught.value.status == 401
 
 
@@ -263,14 +271,14 @@ def test_a_conversation_whose_owner_is_not_in_the_pool_is_404(start, upstream, c
     keep(conversations, bob, "chat-b")
     carol = upstream.account("carol")
     with pytest.raises(NotFound) as caught:
-        list(start([carol], conversation_id="chat-b"))
+        consume(start([carol], conversation_id="chat-b"))
     assert caught.value.param == "conversation_id"
     assert upstream.turn_users == []
 
 
 def test_an_unknown_conversation_is_404(start, upstream, alice):
     with pytest.raises(NotFound):
-        list(start([alice], conversation_id="chat-nobody-kept"))
+        consume(start([alice], conversation_id="chat-nobody-kept"))
     assert upstream.turn_users == []
 
 
@@ -279,7 +287,7 @@ def test_a_kept_conversation_does_not_fail_over(start, upstream, conversations, 
     upstream.reply(RateLimited("slow down"), user="bob")
     upstream.reply(*answer("From alice"), user="alice")
     with pytest.raises(RateLimited):
-        list(start([alice, bob], conversation_id="chat-b"))
+        consume(start([alice, bob], conversation_id="chat-b"))
     assert upstream.turn_users == ["bob"]
 
 
@@ -288,7 +296,7 @@ def test_a_kept_conversation_does_not_fail_over(start, upstream, conversations, 
 
 def test_a_one_shot_chat_is_deleted_after_the_answer(start, upstream, alice):
     upstream.reply(*answer(chat_id="chat-1"))
-    list(start([alice]))
+    consume(start([alice]))
     (deletion,) = upstream.calls_of("delete_chat")
     assert (deletion.user, deletion.chat_id) == ("alice", "chat-1")
 
@@ -296,7 +304,7 @@ def test_a_one_shot_chat_is_deleted_after_the_answer(start, upstream, alice):
 def test_a_one_shot_chat_is_deleted_when_the_answer_breaks_midway(start, upstream, alice):
     upstream.reply(ChatOpened("chat-1"), TextDelta("Half"), UpstreamError("connection reset"))
     with pytest.raises(UpstreamError, match="connection reset"):
-        list(start([alice]))
+        consume(start([alice]))
     assert upstream.deleted == ["chat-1"]
 
 
@@ -314,7 +322,7 @@ def test_a_kept_chat_is_not_deleted_and_is_remembered_with_the_reply_message_id(
 ):
     upstream.reply(*answer(chat_id="chat-9", message_id="msg-3"))
     turn = start([alice], conversation_id="none")
-    list(turn)
+    consume(turn)
     assert upstream.deleted == []
     assert turn.conversation_id == "chat-9"
     assert conversations.get("chat-9") == Conversation("chat-9", alice.account_id, "msg-3")
@@ -326,7 +334,7 @@ def test_a_new_kept_chat_whose_attempt_failed_before_any_content_is_deleted(
     upstream.reply(ChatOpened("chat-a"), ReplyStarted("msg-a"), RateLimited("slow"), user="alice")
     upstream.reply(*answer(chat_id="chat-b"), user="bob")
     turn = start([alice, bob], conversation_id="none")
-    list(turn)
+    consume(turn)
     assert turn.conversation_id == "chat-b"
     assert upstream.deleted == ["chat-a"]  # the client never learns its id: nobody could use it
 
@@ -334,14 +342,14 @@ def test_a_new_kept_chat_whose_attempt_failed_before_any_content_is_deleted(
 def test_a_continued_chat_is_not_deleted(start, upstream, conversations, alice):
     keep(conversations, alice, "chat-1")
     upstream.reply(ReplyStarted("msg-2"), TextDelta("More"), Finish())
-    list(start([alice], conversation_id="chat-1"))
+    consume(start([alice], conversation_id="chat-1"))
     assert upstream.deleted == []
 
 
 def test_a_failed_deletion_does_not_hide_the_answer(start, upstream, alice):
     upstream.reply(*answer("All of it"))
     upstream.fail_delete(UpstreamError("delete answered 500"))
-    events = list(start([alice]))
+    events = consume(start([alice]))
     assert text_of(events) == "All of it"
     assert events[-1] == Finish()
 
@@ -350,7 +358,7 @@ def test_a_failed_deletion_does_not_hide_the_turns_error(start, upstream, alice)
     upstream.reply(ChatOpened("chat-1"), TextDelta("Half"), UpstreamError("connection reset"))
     upstream.fail_delete(UpstreamError("delete answered 500"))
     with pytest.raises(UpstreamError, match="connection reset"):
-        list(start([alice]))
+        consume(start([alice]))
 
 
 def test_a_deletion_rejected_for_an_expired_token_is_retried_with_a_fresh_one(
@@ -358,7 +366,7 @@ def test_a_deletion_rejected_for_an_expired_token_is_retried_with_a_fresh_one(
 ):
     upstream.reply(*answer(chat_id="chat-1"))
     upstream.fail_delete(UpstreamAuthRejected("token expired during the answer"))
-    list(start([alice]))
+    consume(start([alice]))
     first, second = upstream.calls_of("delete_chat")
     assert first.chat_id == second.chat_id == "chat-1"
     assert first.access_token != second.access_token
@@ -378,7 +386,7 @@ SEARCH_REPLY = (
 
 def test_citations_are_listed_after_the_text_and_before_finish(start, upstream, alice):
     upstream.reply(*SEARCH_REPLY)
-    events = list(start([alice], model="kimi-search"))
+    events = consume(start([alice], model="kimi-search"))
     assert events[0] == TextDelta("The answer.")
     assert "1. [Example](https://example.com/a)" in events[1].text
     assert "2. [https://example.com/b](https://example.com/b)" in events[1].text
@@ -387,5 +395,5 @@ def test_citations_are_listed_after_the_text_and_before_finish(start, upstream, 
 
 def test_silent_models_list_no_citations(start, upstream, alice):
     upstream.reply(*SEARCH_REPLY)
-    events = list(start([alice], model="kimi-search-silent"))
+    events = consume(start([alice], model="kimi-search-silent"))
     assert events == [TextDelta("The answer."), Finish()]
