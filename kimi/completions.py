@@ -1,7 +1,8 @@
 """Running one chat turn: the account, the upstream call, retries, ownership and clean-up.
 
-Routes get content events only (text, reasoning, finish). Everything before the first content
-event may be retried on another account; everything after it is the client's answer.
+Routes get the chat's id (``ChatOpened``, before any content, again after a failover) and
+content events (text, reasoning, calls, finish). Everything before the first content event may
+be retried on another account; everything after it is the client's answer.
 """
 
 from __future__ import annotations
@@ -66,6 +67,12 @@ class TurnStream:
 
     def __next__(self) -> ContentEvent:
         return next(self._events)
+
+    def __enter__(self) -> TurnStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def close(self) -> None:
         """Stop the turn: the upstream stream is closed and a one-shot chat deleted, even when a
@@ -185,7 +192,8 @@ class TurnStream:
         one_shot = not target.chat_id and not self.request.keep_chat
         try:
             for event in self._content(events, credential):
-                self._content_sent = True
+                if not isinstance(event, ChatOpened):
+                    self._content_sent = True
                 if isinstance(event, Finish) and self.conversation_id:
                     # Kept open until close(): a follow-up may still go into this chat.
                     self._chat = _ChatInUse(
@@ -204,6 +212,7 @@ class TurnStream:
         for event in events:
             if isinstance(event, ChatOpened):
                 self.conversation_id = event.chat_id
+                yield event  # the client's id travels with the events, not through attributes
             elif isinstance(event, ReplyStarted):
                 self._reply_id = event.message_id
                 self._remember(credential, event.message_id)

@@ -16,7 +16,15 @@ from typing import Any
 
 from .chat_request import ChatRequest
 from .errors import KimiError, UpstreamCut
-from .events import FINISH_TOOL_CALLS, ContentEvent, Finish, ReasoningDelta, TextDelta, ToolCall
+from .events import (
+    FINISH_TOOL_CALLS,
+    ChatOpened,
+    ContentEvent,
+    Finish,
+    ReasoningDelta,
+    TextDelta,
+    ToolCall,
+)
 from .keepalive import KEEPALIVE
 from .usage import usage
 
@@ -24,6 +32,9 @@ log = logging.getLogger(__name__)
 
 KEEPALIVE_LINE = b": keep-alive\n\n"
 DONE_LINE = b"data: [DONE]\n\n"
+ROLE_DELTA = {"role": "assistant", "content": ""}
+# A str as JSON, non-ASCII kept as UTF-8 (the C encoder json.dumps uses for one string).
+encode_json_string = json.encoder.encode_basestring
 
 
 @dataclass
@@ -34,9 +45,12 @@ class Reply:
     reasoning: list[str] = field(default_factory=list)
     tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: str | None = None
+    chat_id: str | None = None  # the Kimi chat the answer came from
 
-    def add(self, event: ContentEvent) -> None:
-        if isinstance(event, TextDelta):
+    def add(self, event: ContentEvent | ChatOpened) -> None:
+        if isinstance(event, ChatOpened):
+            self.chat_id = event.chat_id
+        elif isinstance(event, TextDelta):
             self.text.append(event.text)
         elif isinstance(event, ReasoningDelta):
             self.reasoning.append(event.text)
@@ -61,12 +75,15 @@ class Reply:
 
 
 class CompletionEncoder:
-    """OpenAI encoding for one turn; ``completion_id`` stays the same in every chunk."""
+    """OpenAI encoding for one turn; the id is the Kimi chat's, the same in every chunk."""
 
-    def __init__(self, request: ChatRequest, completion_id: str | None = None) -> None:
+    def __init__(self, request: ChatRequest) -> None:
         self.request = request
-        self.completion_id = completion_id or f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
+
+    def completion_id(self, chat_id: str | None) -> str:
+        """The chat's id (what a client sends back as ``conversation_id``), else a fresh one."""
+        return chat_id or self.request.conversation_id or f"chatcmpl-{uuid.uuid4().hex}"
 
     def completion(self, reply: Reply) -> dict[str, Any]:
         """The non-stream ``chat.completion`` object for a collected answer."""
@@ -82,7 +99,7 @@ class CompletionEncoder:
         elif reply.tool_calls:
             message["tool_calls"] = [_tool_call(call) for call in reply.tool_calls]
         return {
-            "id": self.completion_id,
+            "id": self.completion_id(reply.chat_id),
             "object": "chat.completion",
             "created": self.created,
             "model": self.request.model,
@@ -100,28 +117,48 @@ class CompletionEncoder:
     def stream(self, events: Iterable[Any]) -> Iterator[bytes]:
         """Server-sent events: role chunk, deltas, finish chunk, usage chunk, ``[DONE]``.
 
-        After the first byte an error can only be told in-stream: an ``error`` object, and no
-        ``[DONE]``, so that no client mistakes a broken answer for a finished one.
+        The role chunk waits for the first content event, so that the chat's id, which comes
+        before it (``ChatOpened``), is the id of every chunk. After the first byte an error can
+        only be told in-stream: an ``error`` object, and no ``[DONE]``, so that no client
+        mistakes a broken answer for a finished one.
         """
         reply = Reply()
-        yield self._chunk({"role": "assistant", "content": ""})
+        chunks: ChunkWriter | None = None
         try:
             for event in events:
                 if event is KEEPALIVE:
                     yield KEEPALIVE_LINE
                     continue
                 reply.add(event)
-                if isinstance(event, Finish):
-                    yield from self._ending(reply)
-                    return
-                if isinstance(event, ToolCall):
-                    yield from self._call_chunks(event)
+                if isinstance(event, ChatOpened):
                     continue
-                yield self._chunk(_delta(event))
+                if chunks is None:
+                    chunks = self._writer(reply.chat_id)
+                    yield chunks.delta(ROLE_DELTA)
+                if isinstance(event, TextDelta):
+                    yield chunks.text("content", event.text)
+                elif isinstance(event, ReasoningDelta):
+                    yield chunks.text("reasoning_content", event.text)
+                elif isinstance(event, ToolCall):
+                    yield from self._call_chunks(chunks, event)
+                elif isinstance(event, Finish):
+                    yield from self._ending(chunks, reply)
+                    return
             raise UpstreamCut()
         except KimiError as exc:
-            log.warning("Stream %s failed after it started: %s", self.completion_id, exc.message)
+            log.warning("Stream failed after it started: %s", exc.message)
             yield _sse(exc.to_body())
+
+    def _writer(self, chat_id: str | None) -> ChunkWriter:
+        return ChunkWriter(
+            {
+                "id": self.completion_id(chat_id),
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.request.model,
+            },
+            include_usage=self.request.include_usage,
+        )
 
     @property
     def _legacy_functions(self) -> bool:
@@ -133,39 +170,58 @@ class CompletionEncoder:
             return "function_call"
         return reason
 
-    def _call_chunks(self, call: ToolCall) -> Iterator[bytes]:
+    def _call_chunks(self, chunks: ChunkWriter, call: ToolCall) -> Iterator[bytes]:
         """A call as OpenAI streams one: id and name first, then the arguments."""
         if self._legacy_functions:
-            yield self._chunk({"function_call": {"name": call.name, "arguments": ""}})
-            yield self._chunk({"function_call": {"arguments": call.arguments}})
+            yield chunks.delta({"function_call": {"name": call.name, "arguments": ""}})
+            yield chunks.delta({"function_call": {"arguments": call.arguments}})
             return
         head = _tool_call(call)
         head["function"]["arguments"] = ""
-        yield self._chunk({"tool_calls": [head]})
+        yield chunks.delta({"tool_calls": [head]})
         arguments = {"index": call.index, "function": {"arguments": call.arguments}}
-        yield self._chunk({"tool_calls": [arguments]})
+        yield chunks.delta({"tool_calls": [arguments]})
 
-    def _ending(self, reply: Reply) -> Iterator[bytes]:
-        yield self._chunk({}, self._finish_reason(reply.finish_reason))
+    def _ending(self, chunks: ChunkWriter, reply: Reply) -> Iterator[bytes]:
+        yield chunks.delta({}, self._finish_reason(reply.finish_reason))
         if self.request.include_usage:
-            yield _sse(self._envelope([], usage=reply.usage(self.request.prompt)))
+            yield chunks.usage(reply.usage(self.request.prompt))
         yield DONE_LINE
 
-    def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        return _sse(self._envelope([choice]))
 
-    def _envelope(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-        chunk = {
-            "id": self.completion_id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.request.model,
-            "choices": choices,
+class ChunkWriter:
+    """The bytes of one stream's chunks: the constant envelope (id, created, model) is encoded
+    once, and each delta is spliced into it; the hot path of a relayed event."""
+
+    def __init__(self, envelope: dict[str, Any], *, include_usage: bool) -> None:
+        self._envelope = envelope
+        self._include_usage = include_usage
+        head = json.dumps(envelope, ensure_ascii=False)[:-1]  # without the closing brace
+        self._head = f'data: {head}, "choices": [{{"index": 0, "delta": '.encode()
+        usage = ', "usage": null' if include_usage else ""
+        self._tails = {
+            None: f', "logprobs": null, "finish_reason": null}}]{usage}}}\n\n'.encode(),
         }
-        if self.request.include_usage:
-            chunk["usage"] = extra.get("usage")
-        return chunk
+        self._usage = usage
+
+    def text(self, field_name: str, text: str) -> bytes:
+        """A delta of one text field: only the text itself is encoded per event."""
+        value = encode_json_string(text).encode("utf-8")
+        return b"".join(
+            (self._head, b'{"', field_name.encode(), b'": ', value, b"}", self._tails[None])
+        )
+
+    def delta(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        if finish_reason not in self._tails:
+            reason = json.dumps(finish_reason)
+            tail = f', "logprobs": null, "finish_reason": {reason}}}]{self._usage}}}\n\n'
+            self._tails[finish_reason] = tail.encode()
+        body = json.dumps(delta, ensure_ascii=False).encode("utf-8")
+        return self._head + body + self._tails[finish_reason]
+
+    def usage(self, usage: dict[str, Any]) -> bytes:
+        """The last chunk of ``include_usage``: no choices, the usage object."""
+        return _sse({**self._envelope, "choices": [], "usage": usage})
 
 
 def _tool_call(call: ToolCall) -> dict[str, Any]:
@@ -179,12 +235,6 @@ def _tool_call(call: ToolCall) -> dict[str, Any]:
 
 def _function(call: ToolCall) -> dict[str, str]:
     return {"name": call.name, "arguments": call.arguments}
-
-
-def _delta(event: ContentEvent) -> dict[str, str]:
-    if isinstance(event, ReasoningDelta):
-        return {"reasoning_content": event.text}
-    return {"content": event.text}
 
 
 def _sse(payload: dict[str, Any]) -> bytes:

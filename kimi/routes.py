@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -13,6 +15,7 @@ from .chat_request import ChatRequest, parse_chat_request
 from .completions import TurnStream
 from .encoder import CompletionEncoder, Reply
 from .errors import AuthenticationFailed, BadRequest, InvalidJsonOutput, KimiError, NotFound
+from .events import ChatOpened
 from .keepalive import KeepAliveStream
 from .models import model_list
 from .service import KimiService
@@ -49,13 +52,11 @@ def chat_completions() -> Response:
     )
     pool = resolve_pool(service().settings, request.headers.get("Authorization"))
     turn = service().start_turn(chat, pool)
-    if not chat.stream:
-        try:
-            reply = _collect(turn)
-        finally:
-            turn.close()
-        return jsonify(CompletionEncoder(chat, turn.conversation_id).completion(reply))
-    return _stream(chat, turn)
+    if chat.stream:
+        return _stream(chat, turn)
+    with turn:
+        reply = _collect(turn)
+    return jsonify(CompletionEncoder(chat).completion(reply))
 
 
 def _collect(turn: TurnStream) -> Reply:
@@ -71,27 +72,31 @@ def _stream(chat: ChatRequest, turn: TurnStream) -> Response:
     events = KeepAliveStream(turn, service().settings.keepalive_seconds)
     iterator = iter(events)
     try:
-        first = next(iterator)  # before the first byte, a failure is still a real HTTP error
-    except StopIteration:
-        first = None
+        # Before the first byte a failure is still a real HTTP error: wait for content (or a
+        # keep-alive), past the chat's id.
+        head = _until_content(iterator)
     except BaseException:
         events.close()
         raise
-    encoder = CompletionEncoder(chat, turn.conversation_id)
+    encoder = CompletionEncoder(chat)
 
     def body():
         try:
-            yield from encoder.stream(_prepend(first, iterator))
+            yield from encoder.stream(itertools.chain(head, iterator))
         finally:
             events.close()
 
     return Response(body(), mimetype="text/event-stream", headers=STREAM_HEADERS)
 
 
-def _prepend(first: Any, rest):
-    if first is not None:
-        yield first
-    yield from rest
+def _until_content(events: Iterator[Any]) -> list[Any]:
+    """The items up to the first one that is not a ``ChatOpened``, that one included."""
+    head = []
+    for item in events:
+        head.append(item)
+        if not isinstance(item, ChatOpened):
+            break
+    return head
 
 
 @bp.get("/v1/models")

@@ -183,6 +183,7 @@ def test_no_failover_once_content_was_sent(start, upstream, alice, bob):
     )
     upstream.reply(*answer("From bob"), user="bob")
     turn = start([alice, bob])
+    assert next(turn) == ChatOpened("chat-a")
     assert next(turn) == TextDelta("Half an ans")
     with pytest.raises(RateLimited):
         next(turn)
@@ -311,6 +312,7 @@ def test_a_one_shot_chat_is_deleted_when_the_answer_breaks_midway(start, upstrea
 def test_a_one_shot_chat_is_deleted_when_the_client_disconnects(start, upstream, alice):
     upstream.reply(ChatOpened("chat-1"), TextDelta("One"), TextDelta("Two"), Finish())
     turn = start([alice])
+    assert next(turn) == ChatOpened("chat-1")
     assert next(turn) == TextDelta("One")
     turn.close()
     assert upstream.deleted == ["chat-1"]
@@ -337,6 +339,15 @@ def test_a_new_kept_chat_whose_attempt_failed_before_any_content_is_deleted(
     consume(turn)
     assert turn.conversation_id == "chat-b"
     assert upstream.deleted == ["chat-a"]  # the client never learns its id: nobody could use it
+
+
+def test_the_chat_id_comes_before_content_and_again_after_a_failover(start, upstream, alice, bob):
+    upstream.reply(ChatOpened("chat-a"), RateLimited("slow down"), user="alice")
+    upstream.reply(*answer("From bob", chat_id="chat-b"), user="bob")
+    events = consume(start([alice, bob]))
+    opened = [e.chat_id for e in events if isinstance(e, ChatOpened)]
+    assert opened == ["chat-a", "chat-b"]
+    assert isinstance(events[1], ChatOpened) and isinstance(events[2], TextDelta)
 
 
 def test_a_continued_chat_is_not_deleted(start, upstream, conversations, alice):
@@ -386,7 +397,7 @@ SEARCH_REPLY = (
 
 def test_citations_are_listed_after_the_text_and_before_finish(start, upstream, alice):
     upstream.reply(*SEARCH_REPLY)
-    events = consume(start([alice], model="kimi-search"))
+    events = consume(start([alice], model="kimi-search"))[1:]
     assert events[0] == TextDelta("The answer.")
     assert "1. [Example](https://example.com/a)" in events[1].text
     assert "2. [https://example.com/b](https://example.com/b)" in events[1].text
@@ -396,4 +407,4 @@ def test_citations_are_listed_after_the_text_and_before_finish(start, upstream, 
 def test_silent_models_list_no_citations(start, upstream, alice):
     upstream.reply(*SEARCH_REPLY)
     events = consume(start([alice], model="kimi-search-silent"))
-    assert events == [TextDelta("The answer."), Finish()]
+    assert events == [ChatOpened("chat-1"), TextDelta("The answer."), Finish()]
