@@ -2,26 +2,34 @@
 
 Every path runs ``gunicorn -c gunicorn.conf.py app:app``; only environment variables differ.
 
-Long streams need a worker that does not kill a request after ``timeout`` seconds: gevent when
-it is installed, else threads (gthread). Never the default sync worker, whose timeout cuts a
-long answer off mid-stream. The shipped requirements do not include gevent, so gthread is what
-runs unless an operator installs gevent on purpose.
+Long streams need a worker that does not kill a request after ``timeout`` seconds. The default
+is gevent: an open stream costs a greenlet, not a thread, so one worker holds hundreds of them
+(MAX_STREAMS_PER_WORKER caps them; beyond it the service answers 429). ``GUNICORN_WORKER=gthread``
+chooses threads instead, one per open request. Never the default sync worker, whose timeout
+cuts a long answer off mid-stream.
 """
 
-import importlib.util
 import os
 
 DEFAULT_PORT = "8000"
 HEARTBEAT_DIR = "/dev/shm"
+WORKER_CLASSES = ("gevent", "gthread")
+# Connections a gevent worker accepts: the stream cap plus room for health checks and the 429s
+# that tell clients over the cap to come back later.
+CONNECTIONS_OVER_STREAM_CAP = 100
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', DEFAULT_PORT)}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 
-if importlib.util.find_spec("gevent") is not None:
-    worker_class = "gevent"
-    worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "1000"))
+worker_class = os.environ.get("GUNICORN_WORKER", "").strip().lower() or "gevent"
+if worker_class not in WORKER_CLASSES:
+    raise RuntimeError(f"GUNICORN_WORKER must be one of {', '.join(WORKER_CLASSES)}")
+if worker_class == "gevent":
+    stream_cap = int(os.environ.get("MAX_STREAMS_PER_WORKER", "1000"))
+    worker_connections = int(
+        os.environ.get("WORKER_CONNECTIONS", str(stream_cap + CONNECTIONS_OVER_STREAM_CAP))
+    )
 else:
-    worker_class = "gthread"
     # One thread per open request: a stream holds its thread for the whole answer.
     threads = int(os.environ.get("GUNICORN_THREADS", "32"))
 

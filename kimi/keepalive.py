@@ -14,6 +14,9 @@ from typing import Any
 KEEPALIVE = object()
 QUEUE_SIZE = 256
 PUT_POLL_SECONDS = 0.5
+# How long close() waits for the reader to finish its clean-up (closing the upstream, deleting a
+# one-shot chat). A reader stuck in a silent upstream read goes on alone after that.
+CLOSE_WAIT_SECONDS = 2.0
 _EVENT, _END, _ERROR = "event", "end", "error"
 
 
@@ -47,6 +50,8 @@ class KeepAliveStream:
 
     def close(self) -> None:
         self._stopped.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(CLOSE_WAIT_SECONDS)
 
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)

@@ -69,6 +69,8 @@ def _collect(turn: TurnStream) -> Reply:
 
 
 def _stream(chat: ChatRequest, turn: TurnStream) -> Response:
+    slots = service().stream_slots
+    slots.take()  # before anything reaches Kimi
     events = KeepAliveStream(turn, service().settings.keepalive_seconds)
     iterator = iter(events)
     try:
@@ -77,16 +79,29 @@ def _stream(chat: ChatRequest, turn: TurnStream) -> Response:
         head = _until_content(iterator)
     except BaseException:
         events.close()
+        slots.give_back()
         raise
     encoder = CompletionEncoder(chat)
+    finished = False
+
+    def finish() -> None:
+        nonlocal finished
+        if not finished:
+            finished = True
+            events.close()
+            slots.give_back()
 
     def body():
         try:
             yield from encoder.stream(itertools.chain(head, iterator))
         finally:
-            events.close()
+            finish()
 
-    return Response(body(), mimetype="text/event-stream", headers=STREAM_HEADERS)
+    response = Response(body(), mimetype="text/event-stream", headers=STREAM_HEADERS)
+    # Also when the client is gone before the body started: a generator that never ran has no
+    # finally to run.
+    response.call_on_close(finish)
+    return response
 
 
 def _until_content(events: Iterator[Any]) -> list[Any]:

@@ -14,6 +14,7 @@ from .conversations import Conversations
 from .errors import KimiError, UpstreamAuthRejected
 from .settings import Settings
 from .store import StateStore, open_store
+from .stream_slots import StreamSlots
 from .tokens import Credential
 from .upstream import make_upstream
 from .upstream.base import Upstream
@@ -32,6 +33,7 @@ class KimiService:
         self.upstream = upstream or make_upstream(settings)
         self.accounts = Accounts(self.store, self.upstream, settings.cooldown_seconds)
         self.conversations = Conversations(self.store, settings.conversation_ttl_seconds)
+        self.stream_slots = StreamSlots(settings.max_streams_per_worker)
         self._models: tuple[float, list[str]] | None = None
         self._models_lock = threading.Lock()
 

@@ -40,6 +40,7 @@ class Settings:
     allow_private_file_urls: bool = False
     file_parse_timeout: float = 30.0
     reasoning_output: str = DEFAULT_REASONING_MODE
+    max_streams_per_worker: int = 1000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -73,6 +74,9 @@ class Settings:
             file_parse_timeout=_number(env, "FILE_PARSE_TIMEOUT", cls.file_parse_timeout),
             allow_private_file_urls=env.get("ALLOW_PRIVATE_FILE_URLS", "").strip().lower()
             in ("1", "true", "yes"),
+            max_streams_per_worker=int(
+                _number(env, "MAX_STREAMS_PER_WORKER", cls.max_streams_per_worker)
+            ),
             reasoning_output=parse_reasoning_mode(
                 env.get("REASONING_OUTPUT", "").strip() or None, name="REASONING_OUTPUT"
             ),

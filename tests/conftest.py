@@ -18,7 +18,17 @@ from kimi import create_app
 from kimi.settings import Settings
 from kimi_emulator import EmulatorServer
 
-SERVICE_ENV_PREFIXES = ("KIMI_", "API_KEYS", "KEEPALIVE_", "MODELS_CACHE_", "WEB_CONCURRENCY")
+SERVICE_ENV_PREFIXES = (
+    "KIMI_",
+    "API_KEYS",
+    "KEEPALIVE_",
+    "MODELS_CACHE_",
+    "WEB_CONCURRENCY",
+    "GUNICORN_",
+    "WORKER_CONNECTIONS",
+    "MAX_STREAMS_",
+    "REASONING_OUTPUT",
+)
 
 
 @pytest.fixture(autouse=True)

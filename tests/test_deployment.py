@@ -368,11 +368,29 @@ def test_gunicorn_config_reads_port_and_workers_from_the_environment(monkeypatch
     assert config["workers"] == 3
 
 
-def test_gunicorn_config_defaults_to_port_8000_and_a_streaming_worker(monkeypatch):
+def test_gunicorn_config_defaults_to_port_8000_and_the_cooperative_worker(monkeypatch):
     config = gunicorn_config(monkeypatch)
     assert config["bind"] == "0.0.0.0:8000"
-    assert config["worker_class"] in ("gthread", "gevent")  # never sync: it kills long streams
+    assert config["worker_class"] == "gevent"  # never sync: it kills long streams
+    # Room above the stream cap, so clients over it still get their 429.
+    assert config["worker_connections"] > 1000
     assert "{" not in config["access_log_format"]  # no request header in the access log
+
+
+def test_gunicorn_config_keeps_threads_as_an_explicit_choice(monkeypatch):
+    config = gunicorn_config(monkeypatch, GUNICORN_WORKER="gthread", GUNICORN_THREADS="8")
+    assert config["worker_class"] == "gthread" and config["threads"] == 8
+
+
+def test_gunicorn_config_refuses_a_worker_that_cuts_streams(monkeypatch):
+    with pytest.raises(RuntimeError, match="GUNICORN_WORKER"):
+        gunicorn_config(monkeypatch, GUNICORN_WORKER="sync")
+
+
+def test_the_shipped_requirements_hold_what_the_gevent_worker_imports():
+    pins = (ROOT / "requirements.txt").read_text()
+    for package in ("gevent==", "greenlet==", "packaging==", "zope.event==", "zope.interface=="):
+        assert package in pins
 
 
 def test_readme_links_every_deployment_file():

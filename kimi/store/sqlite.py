@@ -8,6 +8,8 @@ import sqlite3
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 log = logging.getLogger(__name__)
 
@@ -26,24 +28,27 @@ CREATE TABLE IF NOT EXISTS kv (
 
 
 class SQLiteStore:
-    """``StateStore`` on SQLite. One connection per thread; the file is shared by processes."""
+    """``StateStore`` on SQLite; the file is shared by processes.
+
+    One connection per process, used under a lock: every call is a short statement, and a
+    connection per thread would mean one per request under gevent, where threads are greenlets.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = _writable_path(path)
-        self._local = threading.local()
+        self._lock = threading.RLock()
+        self._db: sqlite3.Connection | None = None
+        self._pid = 0
         self._writes = 0
         with self._connection() as conn:
             conn.execute(_SCHEMA)
 
     def get(self, key: str) -> str | None:
-        row = (
-            self._connection()
-            .execute(
+        with self._connection() as conn:
+            row = conn.execute(
                 "SELECT value FROM kv WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
                 (key, time.time()),
-            )
-            .fetchone()
-        )
+            ).fetchone()
         return row[0] if row else None
 
     def put(self, key: str, value: str, ttl: float | None = None) -> None:
@@ -52,7 +57,7 @@ class SQLiteStore:
                 "INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES (?, ?, ?)",
                 (key, value, _expiry(ttl)),
             )
-        self._after_write()
+            self._after_write(conn)
 
     def delete(self, key: str) -> None:
         with self._connection() as conn:
@@ -61,7 +66,17 @@ class SQLiteStore:
     def compare_and_set(
         self, key: str, expected: str | None, value: str | None, ttl: float | None = None
     ) -> bool:
-        conn = self._connection()
+        with self._connection() as conn:
+            return self._compare_and_set(conn, key, expected, value, ttl)
+
+    def _compare_and_set(
+        self,
+        conn: sqlite3.Connection,
+        key: str,
+        expected: str | None,
+        value: str | None,
+        ttl: float | None,
+    ) -> bool:
         # BEGIN IMMEDIATE takes the write lock first, so read-then-write is atomic across processes.
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -87,26 +102,35 @@ class SQLiteStore:
             raise
 
     def ping(self) -> bool:
-        return self._connection().execute("SELECT 1").fetchone() == (1,)
+        with self._connection() as conn:
+            return conn.execute("SELECT 1").fetchone() == (1,)
 
-    def _connection(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            _enable_wal(conn)
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-        return conn
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """The process's connection, held under the lock (opened anew in a forked child)."""
+        with self._lock:
+            if self._db is None or self._pid != os.getpid():
+                self._db = _open(self.path)
+                self._pid = os.getpid()
+            yield self._db
 
-    def _after_write(self) -> None:
+    def _after_write(self, conn: sqlite3.Connection) -> None:
         self._writes += 1
         if self._writes % SWEEP_EVERY_WRITES == 0:
-            with self._connection() as conn:
-                conn.execute(
-                    "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?",
-                    (time.time(),),
-                )
+            conn.execute(
+                "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?", (time.time(),)
+            )
+
+
+def _open(path: str) -> sqlite3.Connection:
+    # check_same_thread off: the one connection is used by every thread, one at a time.
+    conn = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+    )
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    _enable_wal(conn)
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
 
 
 def _enable_wal(conn: sqlite3.Connection) -> None:
