@@ -48,6 +48,10 @@ class KeepAliveStream:
                 raise value
             yield value
 
+    def ready(self) -> bool:
+        """Whether the next item is already waiting (so the consumer can batch its writes)."""
+        return not self._queue.empty()
+
     def close(self) -> None:
         self._stopped.set()
         if self._thread is not threading.current_thread():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -93,7 +93,7 @@ def _stream(chat: ChatRequest, turn: TurnStream) -> Response:
 
     def body():
         try:
-            yield from encoder.stream(itertools.chain(head, iterator))
+            yield from _batched(encoder.stream(itertools.chain(head, iterator)), events.ready)
         finally:
             finish()
 
@@ -102,6 +102,18 @@ def _stream(chat: ChatRequest, turn: TurnStream) -> Response:
     # finally to run.
     response.call_on_close(finish)
     return response
+
+
+def _batched(pieces: Iterator[bytes], more_ready: Callable[[], bool]) -> Iterator[bytes]:
+    """Join the pieces that are ready together: one socket write for a burst of events."""
+    batch: list[bytes] = []
+    for piece in pieces:
+        batch.append(piece)
+        if not more_ready():
+            yield b"".join(batch)
+            batch.clear()
+    if batch:
+        yield b"".join(batch)
 
 
 def _until_content(events: Iterator[Any]) -> list[Any]:
