@@ -21,6 +21,7 @@ from .events import (
     ChatOpened,
     ContentEvent,
     Finish,
+    HiddenReasoning,
     ReasoningDelta,
     TextDelta,
     ToolCall,
@@ -43,6 +44,7 @@ class Reply:
 
     text: list[str] = field(default_factory=list)
     reasoning: list[str] = field(default_factory=list)
+    hidden_reasoning: list[str] = field(default_factory=list)
     tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: str | None = None
     chat_id: str | None = None  # the Kimi chat the answer came from
@@ -54,6 +56,8 @@ class Reply:
             self.text.append(event.text)
         elif isinstance(event, ReasoningDelta):
             self.reasoning.append(event.text)
+        elif isinstance(event, HiddenReasoning):
+            self.hidden_reasoning.append(event.text)
         elif isinstance(event, ToolCall):
             self.tool_calls.append(event)
         elif isinstance(event, Finish):
@@ -61,7 +65,8 @@ class Reply:
 
     def usage(self, prompt: str) -> dict[str, Any]:
         calls = "".join(call.name + call.arguments for call in self.tool_calls)
-        return usage(prompt, "".join(self.text) + calls, "".join(self.reasoning))
+        thinking = "".join(self.reasoning) + "".join(self.hidden_reasoning)
+        return usage(prompt, "".join(self.text) + calls, thinking)
 
     @classmethod
     def collect(cls, events: Iterable[ContentEvent]) -> Reply:
@@ -130,7 +135,7 @@ class CompletionEncoder:
                     yield KEEPALIVE_LINE
                     continue
                 reply.add(event)
-                if isinstance(event, ChatOpened):
+                if isinstance(event, (ChatOpened, HiddenReasoning)):
                     continue
                 if chunks is None:
                     chunks = self._writer(reply.chat_id)

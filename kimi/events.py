@@ -43,6 +43,13 @@ class ReasoningDelta:
 
 
 @dataclass(frozen=True)
+class HiddenReasoning:
+    """Thinking the client asked not to see: not shown, still counted in ``usage``."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class Citation:
     """One web search result the answer may refer to."""
 
@@ -71,4 +78,4 @@ class Finish:
 
 
 Event = ChatOpened | ReplyStarted | TextDelta | ReasoningDelta | Citation | Finish
-ContentEvent = TextDelta | ReasoningDelta | ToolCall | Finish
+ContentEvent = TextDelta | ReasoningDelta | HiddenReasoning | ToolCall | Finish

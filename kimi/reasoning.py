@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from .events import ContentEvent, Finish, ReasoningDelta, TextDelta, ToolCall
+from .events import ContentEvent, Finish, HiddenReasoning, ReasoningDelta, TextDelta, ToolCall
 
 REASONING_CONTENT = "reasoning_content"
 THINK_TAGS = "think_tags"
@@ -39,7 +39,10 @@ def present_reasoning(events: Iterable[ContentEvent], mode: str) -> Iterator[Con
     if mode == THINK_TAGS:
         yield from _think_tags(events)
     elif mode == HIDDEN:
-        yield from (event for event in events if not isinstance(event, ReasoningDelta))
+        yield from (
+            HiddenReasoning(event.text) if isinstance(event, ReasoningDelta) else event
+            for event in events
+        )
     elif mode == REASONING_CONTENT:
         yield from events
     else:

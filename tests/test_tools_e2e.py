@@ -255,5 +255,7 @@ def test_hidden_reasoning_is_dropped(make_settings, auth, protocol):
     from kimi import create_app
 
     client = create_app(make_settings(reasoning_output="hidden")).test_client()
-    message = chat(client, auth, "why?", model="kimi-thinking").get_json()["choices"][0]["message"]
+    body = chat(client, auth, "why?", model="kimi-thinking").get_json()
+    message = body["choices"][0]["message"]
     assert "reasoning_content" not in message and "<think>" not in message["content"]
+    assert body["usage"]["completion_tokens_details"]["reasoning_tokens"] > 0  # still counted
