@@ -32,6 +32,7 @@ WORKER_LINE = re.compile(r"Using worker: (\S+)")
 
 
 def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
