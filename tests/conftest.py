@@ -135,10 +135,12 @@ def live_server(app) -> Iterator[LiveServer]:
 
 
 @pytest.fixture
-def gunicorn_server(emulator: EmulatorServer, tmp_path):
+def gunicorn_server(request: pytest.FixtureRequest, emulator: EmulatorServer, tmp_path, protocol):
     """The Procfile's command as a real process, as Render/Heroku/Zeabur run it: ``PORT`` set.
 
-    Two workers, so that state shared through the SQLite file is exercised too.
+    Two workers, so that state shared through the SQLite file is exercised too. A test passes
+    more environment (``KEEPALIVE_SECONDS``, ``WEB_CONCURRENCY``...) as a dict with
+    ``parametrize("gunicorn_server", [{...}], indirect=True)``.
     """
     argv = shlex.split(procfile_command())
     argv[0] = str(Path(sys.executable).with_name(argv[0]))
@@ -148,9 +150,11 @@ def gunicorn_server(emulator: EmulatorServer, tmp_path):
         "PORT": str(port),
         "HOST": "127.0.0.1",
         "WEB_CONCURRENCY": "2",
+        "KIMI_PROTOCOL": protocol,
         "KIMI_BASE_URL": emulator.url,
         "KIMI_AUTH_URL": emulator.url,
         "KIMI_STATE_PATH": str(tmp_path / "state.db"),
+        **getattr(request, "param", {}),
     }
     process = subprocess.Popen(
         argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT

@@ -1,23 +1,74 @@
-"""The service under a real gunicorn, started with the Procfile's command and ``PORT``."""
+"""The service under a real gunicorn, started with the Procfile's command and ``PORT``.
+
+The shipped gunicorn.conf.py as it runs in production: the gevent worker, keep-alive comments,
+clean-up when a client leaves, many slow streams at once, and the per-worker stream cap.
+"""
 
 from __future__ import annotations
 
+import resource
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
 import requests
-from helpers import sse_events, stream_chat_over_http, streamed_text
+from helpers import sse_events, stream_chat_over_http, streamed_text, wait_until
+
+from kimi.settings import PROTOCOLS
+
+pytestmark = pytest.mark.parametrize("protocol", PROTOCOLS)
+
+REPLY_PREFIX = "Emulator reply to: "
+KEEPALIVE_LINE = b": keep-alive\n\n"
+GEVENT_WORKER_LOG = "Using worker: gevent"
+CONCURRENT_STREAMS = 200
+# Each of the concurrent streams lasts a few seconds: about ten frames this far apart.
+CONCURRENT_FRAME_DELAY = 0.25
+# The client and the emulator each hold a socket per stream in this process, plus files.
+FD_LIMIT_WANTED = 4 * CONCURRENT_STREAMS + 1024
+# A reply long enough that, frame by frame, it would still be running well after the service
+# noticed the client left: its deletion then shows the clean-up, not the natural end.
+LONG_PROMPT = " ".join(f"word{n}" for n in range(30))
+LONG_FRAME_PAUSE = 0.5
+LEFT_CLIENT_CLEANUP_SECONDS = 4.0
 
 
-def test_gunicorn_streams_a_slow_answer_chunk_by_chunk(gunicorn_server, account, emulator):
+def stop_and_read_output(process: subprocess.Popen) -> str:
+    """SIGTERM the server, wait for it, and return everything it printed."""
+    process.terminate()
+    return process.communicate(timeout=30)[0].decode()
+
+
+def finished_stream(url: str, token: str) -> tuple[int, str, list[bytes]]:
+    """Status, content type and the pieces of a stream read to its end, as they arrived.
+
+    The response is dropped on return: requests keeps a finished stream's socket open until
+    then, and an idle keep-alive connection holds a gevent worker's graceful stop for seconds.
+    """
+    response = stream_chat_over_http(url, token)
+    pieces = list(response.iter_content(chunk_size=None))
+    return response.status_code, response.headers["Content-Type"], pieces
+
+
+def one_chat(emulator) -> dict:
+    (chat,) = emulator.state.chats().values()
+    return chat
+
+
+def test_gunicorn_runs_the_gevent_worker_and_streams_chunk_by_chunk(
+    gunicorn_server, account, emulator
+):
     url, process = gunicorn_server
     emulator.state.add_fault("slow", seconds=0.05)
-    response = stream_chat_over_http(url, account.refresh_token)
-    assert response.status_code == 200
-    assert response.headers["Content-Type"].startswith("text/event-stream")
-    pieces = list(response.iter_content(chunk_size=None))
+    status, content_type, pieces = finished_stream(url, account.refresh_token)
+    assert status == 200
+    assert content_type.startswith("text/event-stream")
     assert len(pieces) > 3  # delivered as it was produced, not buffered into one write
     events = sse_events(b"".join(pieces))
     text = streamed_text(events)
-    assert text == "Emulator reply to: hi"
+    assert text == REPLY_PREFIX + "hi"
     assert events[-1] == "[DONE]"
+    assert GEVENT_WORKER_LOG in stop_and_read_output(process)
 
 
 def test_gunicorn_access_log_never_shows_the_token(gunicorn_server, account):
@@ -28,8 +79,110 @@ def test_gunicorn_access_log_never_shows_the_token(gunicorn_server, account):
         headers={"Authorization": f"Bearer {account.refresh_token}"},
         timeout=30,
     )
-    process.terminate()
-    output = process.communicate(timeout=30)[0].decode()
+    output = stop_and_read_output(process)
     assert "POST /v1/chat/completions" in output
     assert account.refresh_token not in output
     assert account.refresh_token[:20] not in output
+
+
+def test_a_client_leaving_mid_stream_gets_its_one_shot_chat_deleted(
+    gunicorn_server, account, emulator
+):
+    url, _ = gunicorn_server
+    emulator.state.add_fault("slow", seconds=LONG_FRAME_PAUSE)
+    response = stream_chat_over_http(url, account.refresh_token, LONG_PROMPT)
+    received = b""
+    for piece in response.iter_content(chunk_size=None):
+        received += piece
+        if streamed_text(sse_events(received)):
+            break
+    response.close()  # the client is gone, most of the answer still to come
+    assert not one_chat(emulator)["deleted"]
+    assert wait_until(lambda: one_chat(emulator)["deleted"], LEFT_CLIENT_CLEANUP_SECONDS)
+
+
+@pytest.mark.parametrize(
+    "gunicorn_server", [{"KEEPALIVE_SECONDS": "0.2"}], indirect=True, ids=["keepalive-0.2s"]
+)
+def test_keepalive_comments_fill_an_upstream_silence(gunicorn_server, account, emulator):
+    url, _ = gunicorn_server
+    emulator.state.add_fault("silence", seconds=1.0)
+    response = stream_chat_over_http(url, account.refresh_token)
+    assert response.status_code == 200
+    pieces = list(response.iter_content(chunk_size=None))
+    first_keepalive = next(n for n, piece in enumerate(pieces) if KEEPALIVE_LINE in piece)
+    first_text = next(n for n, piece in enumerate(pieces) if streamed_text(sse_events(piece)))
+    assert first_keepalive < first_text  # written while Kimi was silent, before the answer
+    events = sse_events(b"".join(pieces))  # comment lines are no events to a client
+    assert streamed_text(events) == REPLY_PREFIX + "hi"
+    assert events[-1] == "[DONE]"
+
+
+@pytest.fixture
+def many_sockets():
+    """Room in this process's file-descriptor limit for a socket per stream, both ends."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = FD_LIMIT_WANTED if hard == resource.RLIM_INFINITY else min(FD_LIMIT_WANTED, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_hundreds_of_concurrent_slow_streams_all_finish(
+    many_sockets, gunicorn_server, account, emulator
+):
+    url, _ = gunicorn_server
+    emulator.state.configure(frame_delay=CONCURRENT_FRAME_DELAY)
+
+    def run(n: int) -> tuple[int, list]:
+        response = stream_chat_over_http(url, account.refresh_token, f"stream {n}")
+        return response.status_code, sse_events(response.content)
+
+    with ThreadPoolExecutor(max_workers=CONCURRENT_STREAMS) as pool:
+        results = list(pool.map(run, range(CONCURRENT_STREAMS), timeout=90))
+    assert [status for status, _ in results] == [200] * CONCURRENT_STREAMS
+    for n, (_, events) in enumerate(results):
+        assert streamed_text(events) == f"{REPLY_PREFIX}stream {n}"
+        assert events[-1] == "[DONE]"
+
+
+def stream_accepted(url: str, token: str, content: str) -> bool:
+    """Whether a stream request is taken (then read to its end, freeing its slot again)."""
+    response = stream_chat_over_http(url, token, content)
+    if response.status_code != 200:
+        response.close()
+        return False
+    events = sse_events(response.content)
+    assert streamed_text(events) == REPLY_PREFIX + content
+    return events[-1] == "[DONE]"
+
+
+@pytest.mark.parametrize(
+    "gunicorn_server",
+    [{"WEB_CONCURRENCY": "1", "MAX_STREAMS_PER_WORKER": "1"}],
+    indirect=True,
+    ids=["one-worker-one-stream"],
+)
+def test_a_stream_over_the_worker_cap_gets_429_until_a_slot_frees(
+    gunicorn_server, account, emulator
+):
+    url, _ = gunicorn_server
+    emulator.state.add_fault("slow", seconds=0.2)
+    first = stream_chat_over_http(url, account.refresh_token, "first")
+    pieces = first.iter_content(chunk_size=None)
+    head = next(pieces)  # open: it holds the worker's one slot
+
+    refused = stream_chat_over_http(url, account.refresh_token, "second")
+    assert refused.status_code == 429
+    assert int(refused.headers["Retry-After"]) >= 1
+    error = refused.json()["error"]
+    assert error["type"] == "rate_limit_error"
+    assert error["code"] == "too_many_streams"
+    assert error["param"] is None and error["message"]
+    assert len(emulator.state.chats()) == 1  # refused before anything reached Kimi
+
+    events = sse_events(head + b"".join(pieces))
+    assert streamed_text(events) == REPLY_PREFIX + "first"
+    assert events[-1] == "[DONE]"
+    assert wait_until(lambda: stream_accepted(url, account.refresh_token, "third"))
