@@ -15,7 +15,9 @@ import runpy
 import shlex
 import signal
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -23,11 +25,14 @@ import yaml
 from helpers import ROOT, procfile_command, sse_events, stream_chat_over_http, streamed_text
 from werkzeug.test import EnvironBuilder
 
+from kimi.settings import PROTOCOLS
+
 DEFAULT_STATE_PATH = "./data/kimi-state.db"
 # The longest maxDuration Vercel's Hobby plan accepts (Pro and Enterprise go to 800 s).
 VERCEL_MAX_DURATION = 300
 CHAT = {"model": "kimi", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
 REPLY = "Emulator reply to: hi"
+SIGTERM_STREAMS = 3  # streams running when the platform stops the service
 
 
 # What each platform takes from the repository: the runtime, never the emulator or the tests.
@@ -127,17 +132,30 @@ def test_the_ignore_matcher_follows_git_and_docker_rules():
 # The Procfile, run as a process (its streamed answer: test_gunicorn.py)
 
 
-def test_sigterm_lets_a_running_stream_finish(gunicorn_server, account, emulator):
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_sigterm_lets_running_streams_finish(gunicorn_server, account, emulator):
     url, process = gunicorn_server
-    emulator.state.add_fault("slow", seconds=0.2)
-    response = stream_chat_over_http(url, account.refresh_token)
-    pieces = response.iter_content(chunk_size=None)
-    first = next(pieces)  # the stream is running
+    emulator.state.add_fault("slow", times=SIGTERM_STREAMS, seconds=0.2)
+    prompts = [f"stream {n}" for n in range(SIGTERM_STREAMS)]
+    with ThreadPoolExecutor(SIGTERM_STREAMS) as pool:  # opened together, all still running
+        responses = list(
+            pool.map(partial(stream_chat_over_http, url, account.refresh_token), prompts)
+        )
+    streams = [response.iter_content(chunk_size=None) for response in responses]
+    heads = [next(pieces) for pieces in streams]
+    assert not [head for head in heads if b"[DONE]" in head]  # none had finished yet
     process.send_signal(signal.SIGTERM)
-    events = sse_events(first + b"".join(pieces))
-    assert streamed_text(events) == REPLY
-    assert events[-1] == "[DONE]"
-    assert process.wait(30) == 0
+    bodies = [head + b"".join(pieces) for head, pieces in zip(heads, streams, strict=True)]
+    # requests holds a finished stream's socket until the response is dropped, and gunicorn's
+    # stop waits out the keep-alive of a connection still open.
+    del responses, streams
+    for prompt, body in zip(prompts, bodies, strict=True):
+        events = sse_events(body)
+        assert streamed_text(events) == f"Emulator reply to: {prompt}"
+        assert events[-1] == "[DONE]"
+    output = process.communicate(timeout=30)[0].decode()
+    assert process.returncode == 0
+    assert "Using worker: gevent" in output  # the shipped default, not threads
 
 
 # Vercel: app.py imported as a module, its ``app`` called as a WSGI application
@@ -182,7 +200,9 @@ def call_wsgi(app, **request) -> tuple[str, dict[str, str], list[bytes]]:
     return started["status"], started["headers"], chunks
 
 
-def test_vercel_streams_through_the_wsgi_callable_chunk_by_chunk(vercel_app, account):
+def test_vercel_streams_through_the_wsgi_callable_chunk_by_chunk(vercel_app, account, emulator):
+    # Paced, so that events arrive apart: a burst that is already waiting is written at once.
+    emulator.state.add_fault("slow", seconds=0.05)
     status, headers, chunks = call_wsgi(
         vercel_app,
         path="/v1/chat/completions",
