@@ -6,8 +6,8 @@ the consumer gets a ``KEEPALIVE`` marker every ``interval`` seconds to write a c
 
 from __future__ import annotations
 
-import queue
 import threading
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,23 +25,31 @@ class KeepAliveStream:
 
     ``close()`` stops the reader: the source is closed on the reader's thread as soon as it
     yields again, so its clean-up (deleting a one-shot chat) runs even after a disconnect.
+
+    The hand-off is a deque and two events rather than a ``queue.Queue``: an item that is
+    already waiting costs no lock, condition or timer, which is most of them under load.
     """
 
     def __init__(self, events: Any, interval: float) -> None:
         self._events = events
         self._interval = interval
-        self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
+        self._items: deque[tuple[str, Any]] = deque()
+        self._arrived = threading.Event()  # set by the reader after it adds an item
+        self._taken = threading.Event()  # set by the consumer after it takes one
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._pump, name="kimi-upstream-reader", daemon=True)
         self._thread.start()
 
     def __iter__(self) -> Iterator[Any]:
         while True:
-            try:
-                kind, value = self._queue.get(timeout=self._interval)
-            except queue.Empty:
-                yield KEEPALIVE
-                continue
+            if not self._items:
+                self._arrived.clear()
+                # Checked again after clear(): an item added in between has set the event.
+                if not self._items and not self._arrived.wait(self._interval):
+                    yield KEEPALIVE
+                    continue
+            kind, value = self._items.popleft()
+            self._taken.set()
             if kind == _END:
                 return
             if kind == _ERROR:
@@ -50,10 +58,11 @@ class KeepAliveStream:
 
     def ready(self) -> bool:
         """Whether the next item is already waiting (so the consumer can batch its writes)."""
-        return not self._queue.empty()
+        return bool(self._items)
 
     def close(self) -> None:
         self._stopped.set()
+        self._taken.set()  # a reader waiting for room gives up
         if self._thread is not threading.current_thread():
             self._thread.join(CLOSE_WAIT_SECONDS)
 
@@ -72,10 +81,16 @@ class KeepAliveStream:
             self._events.close()
 
     def _put(self, item: tuple[str, Any]) -> bool:
-        while not self._stopped.is_set():
-            try:
-                self._queue.put(item, timeout=PUT_POLL_SECONDS)
-                return True
-            except queue.Full:
-                continue
-        return False
+        """Add an item, waiting while ``QUEUE_SIZE`` are unread: a slow client slows the reading
+        of Kimi's stream instead of growing memory. False once the consumer has gone."""
+        while len(self._items) >= QUEUE_SIZE:
+            self._taken.clear()
+            if self._stopped.is_set():
+                return False
+            if len(self._items) >= QUEUE_SIZE:
+                self._taken.wait(PUT_POLL_SECONDS)
+        if self._stopped.is_set():
+            return False
+        self._items.append(item)
+        self._arrived.set()
+        return True

@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -47,7 +49,20 @@ def make_http_session() -> requests.Session:
     session.mount("https://", adapter)
     # Only what requests can decode; never "br, zstd" unless their decoders are installed.
     session.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate"})
+    # requests reads proxy, CA-bundle and .netrc settings from the environment on every call
+    # when trust_env is on, a large share of a short call's CPU. The environment does not change
+    # while we run: look once, and keep reading it only when it holds something to use.
+    session.trust_env = _environment_configures_http()
     return session
+
+
+def _environment_configures_http() -> bool:
+    """Whether proxies, a CA bundle or a .netrc file are set up for requests to honour."""
+    if urllib.request.getproxies():
+        return True
+    if any(os.environ.get(name) for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NETRC")):
+        return True
+    return any(os.path.exists(os.path.expanduser(f"~/{name}")) for name in (".netrc", "_netrc"))
 
 
 class _NoCookies(requests.cookies.cookielib.DefaultCookiePolicy):
