@@ -11,6 +11,23 @@ ensure_venv() {
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$1"
 }
 
+# tests/test_node_openai.py drives the Node openai package (tests/node): Node and npm from
+# Debian when missing (sudo only when not root), then npm ci only when the lock is new.
+ensure_node_client() {
+    local sudo="" dir=tests/node
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        echo "Installing Node.js and npm with apt-get..." >&2
+        $sudo apt-get update -qq
+        $sudo env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+    fi
+    if ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.installed-lock.json"; then
+        (cd "$dir" && npm ci --silent --no-audit --no-fund)
+        cp "$dir/package-lock.json" "$dir/node_modules/.installed-lock.json"
+    fi
+}
+
 case "${1:-}" in
 serve)
     ensure_venv requirements.txt
@@ -18,6 +35,7 @@ serve)
     ;;
 test)
     ensure_venv requirements-dev.txt
+    ensure_node_client
     "$VENV/bin/ruff" check .
     "$VENV/bin/ruff" format --check .
     shift
