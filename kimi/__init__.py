@@ -18,7 +18,9 @@ def create_app(settings: Settings | None = None, service: KimiService | None = N
     """Build the app. Tests pass their own settings; deployments read the environment."""
     settings = settings or Settings.from_env()
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    # Werkzeug's own cap stays one byte above ours, so that routes/_json_body answers first
+    # (in OpenAI's shape) and nothing else reads a body past the limit either.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes + 1
     app.json.ensure_ascii = False
     app.extensions["kimi"] = service or KimiService(settings)
     init_cors(app)

@@ -6,11 +6,13 @@ KimiError                      500 api_error
 │   └── UpstreamAuthRejected   401 (Kimi refused the account's token)
 ├── NotFound                   404 invalid_request_error
 ├── ConversationBusy           409 conflict
+├── RequestTooLarge            413 invalid_request_error (body over MAX_REQUEST_MB)
 ├── RateLimited                429 rate_limit_error (+ Retry-After)
 ├── UpstreamError              502 upstream_error (Kimi answered garbage or failed)
 │   ├── UpstreamCut            502 upstream_cut (the answer stream ended before its end)
 │   └── InvalidJsonOutput      502 invalid_json_output (structured output did not parse)
 ├── NoUsableAccount            503 service_unavailable
+├── StateStoreUnavailable      503 service_unavailable (SQLite or Redis failed; recovers by itself)
 └── UpstreamTimeout            504 timeout
 """
 
@@ -25,11 +27,13 @@ __all__ = [
     "UpstreamAuthRejected",
     "NotFound",
     "ConversationBusy",
+    "RequestTooLarge",
     "RateLimited",
     "UpstreamError",
     "UpstreamCut",
     "InvalidJsonOutput",
     "NoUsableAccount",
+    "StateStoreUnavailable",
     "UpstreamTimeout",
 ]
 
@@ -93,6 +97,12 @@ class ConversationBusy(KimiError):
     code = "conversation_busy"
 
 
+class RequestTooLarge(KimiError):
+    status = 413
+    error_type = "invalid_request_error"
+    code = "request_too_large"
+
+
 class RateLimited(KimiError):
     status = 429
     error_type = "rate_limit_error"
@@ -131,6 +141,14 @@ class NoUsableAccount(KimiError):
     status = 503
     error_type = "service_unavailable"
     code = "no_usable_account"
+
+
+class StateStoreUnavailable(KimiError):
+    """The state store (SQLite file or Redis) failed; the message names the cause, never a value."""
+
+    status = 503
+    error_type = "service_unavailable"
+    code = "state_store_unavailable"
 
 
 class UpstreamTimeout(KimiError):

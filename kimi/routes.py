@@ -14,8 +14,16 @@ from .auth import bearer_token, resolve_pool
 from .chat_request import ChatRequest, parse_chat_request
 from .completions import TurnStream
 from .encoder import CompletionEncoder, Reply
-from .errors import AuthenticationFailed, BadRequest, InvalidJsonOutput, KimiError, NotFound
+from .errors import (
+    AuthenticationFailed,
+    BadRequest,
+    InvalidJsonOutput,
+    KimiError,
+    NotFound,
+    RequestTooLarge,
+)
 from .events import ChatOpened
+from .json_body import parse_json_body, read_limited, too_large_message
 from .keepalive import KeepAliveStream
 from .models import model_list
 from .service import KimiService
@@ -45,12 +53,13 @@ def service() -> KimiService:
 @bp.post("/chat/completions")
 def chat_completions() -> Response:
     settings = service().settings
+    # Who is calling is settled from the headers, before a byte of the body is read.
+    pool = resolve_pool(settings, request.headers.get("Authorization"))
     chat = parse_chat_request(
         _json_body(),
         max_files=settings.max_files_per_message,
         reasoning_mode=settings.reasoning_output,
     )
-    pool = resolve_pool(service().settings, request.headers.get("Authorization"))
     turn = service().start_turn(chat, pool)
     if chat.stream:
         return _stream(chat, turn)
@@ -190,7 +199,10 @@ def index() -> Response:
 
 
 def _json_body() -> Any:
-    body = request.get_json(silent=True)
-    if body is None:
+    """The body's JSON value, read only up to ``MAX_REQUEST_MB`` (chunked bodies too)."""
+    if not request.is_json:
         raise BadRequest("The request body must be JSON (Content-Type: application/json).")
-    return body
+    limit = service().settings.max_request_bytes
+    if (request.content_length or 0) > limit:
+        raise RequestTooLarge(too_large_message(limit))
+    return parse_json_body(read_limited(request.stream, limit))

@@ -41,6 +41,7 @@ class Settings:
     file_parse_timeout: float = 30.0
     reasoning_output: str = DEFAULT_REASONING_MODE
     max_streams_per_worker: int = 1000
+    max_request_mb: float = 10.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -77,6 +78,7 @@ class Settings:
             max_streams_per_worker=int(
                 _number(env, "MAX_STREAMS_PER_WORKER", cls.max_streams_per_worker)
             ),
+            max_request_mb=_number(env, "MAX_REQUEST_MB", cls.max_request_mb),
             reasoning_output=parse_reasoning_mode(
                 env.get("REASONING_OUTPUT", "").strip() or None, name="REASONING_OUTPUT"
             ),
@@ -88,8 +90,8 @@ class Settings:
 
     @property
     def max_request_bytes(self) -> int:
-        """Room for one file at the limit as a base64 data URL, plus the rest of the body."""
-        return self.max_file_bytes * 4 // 3 + 8 * 1024 * 1024
+        """The largest request body read; a larger one is refused (413) before it is parsed."""
+        return int(self.max_request_mb * 1024 * 1024)
 
     @property
     def timeout(self) -> tuple[float, float]:

@@ -1,0 +1,165 @@
+"""What an attacker sends: huge or endless bodies, bad text, deep nesting, token floods, and
+other people's conversations and tokens. Limits are set small so every test stays cheap."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import requests
+from conftest import LiveServer
+from helpers import chat, upstream_calls
+from werkzeug.test import EnvironBuilder, run_wsgi_app
+
+from kimi import create_app
+from kimi.json_body import READ_CHUNK_BYTES
+from kimi.settings import Settings
+from kimi.tokens import split_credentials
+
+SMALL_LIMIT_MB = 0.01  # 10 KiB
+SMALL_LIMIT = int(SMALL_LIMIT_MB * 1024 * 1024)
+API_KEY = "sk-right"
+
+
+class CountingBody(io.BytesIO):
+    """A request body that remembers how many of its bytes the service read."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.bytes_read = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        chunk = super().read(size)
+        self.bytes_read += len(chunk)
+        return chunk
+
+    def readinto(self, buffer) -> int:
+        count = super().readinto(buffer)
+        self.bytes_read += count
+        return count
+
+    def readline(self, size: int | None = -1) -> bytes:
+        line = super().readline(size)
+        self.bytes_read += len(line)
+        return line
+
+
+def chat_body(content: str = "hi") -> bytes:
+    body = {"model": "kimi", "messages": [{"role": "user", "content": content}]}
+    return json.dumps(body).encode()
+
+
+def padded_body(size: int) -> bytes:
+    """A valid chat body of about ``size`` bytes: the padding is JSON whitespace."""
+    body = chat_body()
+    return body + b" " * max(0, size - len(body))
+
+
+@pytest.fixture
+def keyed_settings(make_settings, account) -> Settings:
+    return make_settings(
+        kimi_tokens=tuple(split_credentials(account.refresh_token)),
+        api_keys=(API_KEY,),
+        max_request_mb=SMALL_LIMIT_MB,
+    )
+
+
+@pytest.fixture
+def keyed_client(keyed_settings):
+    return create_app(keyed_settings).test_client()
+
+
+def post_body(client, body: io.BytesIO, headers: dict | None = None, path="/v1/chat/completions"):
+    return client.post(
+        path, input_stream=body, content_type="application/json", headers=headers or {}
+    )
+
+
+def chunked_post(app, body: io.BytesIO, headers: dict) -> tuple[str, dict]:
+    """A body with no Content-Length, as a server that decodes chunked transfer hands it on."""
+    environ = EnvironBuilder(
+        path="/v1/chat/completions",
+        method="POST",
+        content_type="application/json",
+        headers=headers,
+    ).get_environ()
+    environ.pop("CONTENT_LENGTH", None)
+    environ["wsgi.input"] = body
+    environ["wsgi.input_terminated"] = True
+    chunks, status, _ = run_wsgi_app(app, environ)
+    return status, json.loads(b"".join(chunks))
+
+
+# Size: the key before the body, and a body limit that holds for chunked bodies too
+
+
+def test_without_an_api_key_the_body_is_never_read(keyed_client, emulator):
+    body = CountingBody(padded_body(SMALL_LIMIT * 50))
+    response = post_body(keyed_client, body)
+    assert response.status_code == 401
+    assert response.get_json()["error"]["type"] == "authentication_error"
+    assert body.bytes_read == 0
+    assert emulator.state.calls() == []
+
+
+def test_a_body_over_max_request_mb_is_413_in_openai_shape_before_it_is_read(
+    keyed_client, emulator
+):
+    body = CountingBody(padded_body(SMALL_LIMIT * 2))
+    response = post_body(keyed_client, body, {"Authorization": f"Bearer {API_KEY}"})
+    assert response.status_code == 413
+    error = response.get_json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["code"] == "request_too_large" and "MAX_REQUEST_MB" in error["message"]
+    assert body.bytes_read == 0
+    assert emulator.state.calls() == []
+
+
+def test_a_body_within_max_request_mb_is_answered(keyed_client):
+    body = CountingBody(padded_body(SMALL_LIMIT - 100))
+    response = post_body(keyed_client, body, {"Authorization": f"Bearer {API_KEY}"})
+    assert response.status_code == 200
+    assert response.get_json()["choices"][0]["message"]["content"]
+
+
+def test_a_chunked_body_is_read_only_up_to_the_limit_then_refused(keyed_settings, emulator):
+    body = CountingBody(padded_body(SMALL_LIMIT * 100))
+    status, answer = chunked_post(
+        create_app(keyed_settings), body, {"Authorization": f"Bearer {API_KEY}"}
+    )
+    assert status.startswith("413")
+    assert answer["error"]["code"] == "request_too_large"
+    assert body.bytes_read <= SMALL_LIMIT + READ_CHUNK_BYTES
+    assert emulator.state.calls() == []
+
+
+def test_a_real_chunked_upload_over_the_limit_gets_413(keyed_settings):
+    def pieces():
+        for _ in range(40):
+            yield b" " * 4096
+
+    with LiveServer(create_app(keyed_settings)) as server:
+        response = requests.post(
+            server.url + "/v1/chat/completions",
+            data=pieces(),  # a generator: requests sends Transfer-Encoding: chunked
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"},
+            timeout=30,
+        )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+
+
+def test_max_request_mb_is_read_from_the_environment():
+    assert Settings.from_env({"MAX_REQUEST_MB": "0.5"}).max_request_bytes == 512 * 1024
+    with pytest.raises(ValueError, match="MAX_REQUEST_MB"):
+        Settings.from_env({"MAX_REQUEST_MB": "lots"})
+
+
+def test_a_chat_with_no_credentials_and_a_bad_body_is_401_without_reading_it(client, emulator):
+    body = CountingBody(b"[" * 5000)
+    response = post_body(client, body)
+    assert response.status_code == 401
+    assert body.bytes_read == 0
+    assert upstream_calls(emulator, "") == []
+    assert chat(client, {}).status_code == 401
