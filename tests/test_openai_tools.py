@@ -316,6 +316,17 @@ def test_parse_reads_json_a_model_wraps_in_a_fence(sdk):
     assert completion.choices[0].message.parsed == City(city="Paris", temp=21.5)
 
 
+def test_the_stream_helper_parses_streamed_json_into_the_pydantic_object(sdk):
+    with sdk.chat.completions.stream(
+        model="kimi",
+        messages=ask('[[emulate: fenced-json {"city": "Paris", "temp": 21}]]'),
+        response_format=City,
+    ) as stream:
+        final = stream.get_final_completion()
+    assert final.choices[0].message.parsed == City(city="Paris", temp=21)
+    assert json.loads(final.choices[0].message.content) == {"city": "Paris", "temp": 21}
+
+
 def test_parse_gets_the_repaired_json_after_one_bad_answer(sdk):
     script = '[[emulate: json {"city": "Paris"} ;; json {"city": "Paris", "temp": 21}]]'
     completion = sdk.chat.completions.parse(
