@@ -13,8 +13,9 @@ from helpers import chat, upstream_calls
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from kimi import create_app
-from kimi.json_body import READ_CHUNK_BYTES
-from kimi.settings import Settings
+from kimi.errors import BadRequest
+from kimi.json_body import MAX_JSON_DEPTH, READ_CHUNK_BYTES, check_json_value
+from kimi.settings import PROTOCOLS, Settings
 from kimi.tokens import split_credentials
 
 SMALL_LIMIT_MB = 0.01  # 10 KiB
@@ -163,3 +164,122 @@ def test_a_chat_with_no_credentials_and_a_bad_body_is_401_without_reading_it(cli
     assert body.bytes_read == 0
     assert upstream_calls(emulator, "") == []
     assert chat(client, {}).status_code == 401
+
+
+# Text and shape: lone surrogates, deep nesting, numbers JSON cannot carry
+
+
+def raw_chat(client, raw: bytes, headers: dict):
+    return client.post(
+        "/v1/chat/completions", data=raw, content_type="application/json", headers=headers
+    )
+
+
+def assert_clean_400(response, *, code: str | None = None, param: str | None = None) -> None:
+    assert response.status_code == 400
+    text = response.get_data(as_text=True)
+    assert "Traceback" not in text and 'File "' not in text
+    error = response.get_json()["error"]
+    assert error["type"] == "invalid_request_error"
+    if code is not None:
+        assert error["code"] == code
+    if param is not None:
+        assert error["param"] == param
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_lone_surrogate_in_message_content_is_400_naming_the_field(client, auth, emulator):
+    raw = b'{"model": "kimi", "messages": [{"role": "user", "content": "hi \\ud800 there"}]}'
+    assert_clean_400(
+        raw_chat(client, raw, auth), code="invalid_unicode", param="messages[0].content"
+    )
+    assert emulator.state.calls() == []
+
+
+def test_a_lone_surrogate_in_conversation_id_is_400_naming_it(client, auth, emulator):
+    raw = b'{"messages": [{"role": "user", "content": "hi"}], "conversation_id": "\\udc00x"}'
+    assert_clean_400(raw_chat(client, raw, auth), code="invalid_unicode", param="conversation_id")
+    assert emulator.state.calls() == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "param"),
+    [
+        # a surrogate in a content part, and in an object key
+        (
+            b'{"messages": [{"role": "user", "content": [{"type": "text", "text": "\\uDBFF"}]}]}',
+            "messages[0].content[0].text",
+        ),
+        (b'{"messages": [{"role": "user", "content": "hi", "\\ud800": 1}]}', "messages[0]"),
+        # the UTF-8 bytes of a surrogate, which json decodes with surrogatepass
+        (b'{"messages": [{"role": "user", "content": "\xed\xa0\x80"}]}', "messages[0].content"),
+        # a UTF-16 body carrying one
+        (
+            '{"messages": [{"role": "user", "content": "x"}], "user": "\ud800"}'.encode(
+                "utf-16-le", "surrogatepass"
+            ),
+            "user",
+        ),
+    ],
+)
+def test_surrogates_anywhere_in_the_body_are_400_before_any_upstream_call(
+    client, auth, emulator, raw, param
+):
+    response = raw_chat(client, raw, auth)
+    assert_clean_400(response, code="invalid_unicode")
+    assert response.get_json()["error"]["param"].startswith(param)
+    assert emulator.state.calls() == []
+
+
+def test_a_well_formed_surrogate_pair_is_text_and_answered(client, auth):
+    raw = b'{"model": "kimi", "messages": [{"role": "user", "content": "smile \\ud83d\\ude00"}]}'
+    assert raw_chat(client, raw, auth).status_code == 200
+
+
+@pytest.mark.parametrize("depth", [2000, MAX_JSON_DEPTH + 1])
+def test_deep_nesting_is_400_without_a_traceback(client, auth, emulator, depth):
+    assert_clean_400(raw_chat(client, b"[" * depth + b"]" * depth, auth), code="json_too_deep")
+    nested = b'{"messages": [{"role": "user", "content": "hi"}], "metadata": '
+    raw = nested + b'{"a": ' * depth + b"1" + b"}" * depth + b"}"
+    assert_clean_400(raw_chat(client, raw, auth), code="json_too_deep")
+    assert emulator.state.calls() == []
+
+
+def test_deep_unclosed_nesting_is_400_without_a_traceback(client, auth, emulator):
+    assert_clean_400(raw_chat(client, b"[" * 2000, auth), code="json_too_deep")
+    assert emulator.state.calls() == []
+
+
+def test_deep_nesting_without_a_key_is_refused_before_it_is_parsed(keyed_client, emulator):
+    response = raw_chat(keyed_client, b"[" * 2000, {})
+    assert response.status_code == 401
+    assert "Traceback" not in response.get_data(as_text=True)
+    assert emulator.state.calls() == []
+
+
+def test_deep_nesting_at_token_check_is_400(client, emulator):
+    response = client.post("/token/check", data=b"[" * 2000, content_type="application/json")
+    assert_clean_400(response, code="json_too_deep")
+    assert emulator.state.calls() == []
+
+
+def test_nesting_up_to_the_limit_is_accepted_and_one_more_level_is_not():
+    check_json_value(nested_lists(MAX_JSON_DEPTH))
+    with pytest.raises(BadRequest):
+        check_json_value(nested_lists(MAX_JSON_DEPTH + 1))
+
+
+def nested_lists(depth: int) -> list:
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value, "x", {"k": 1}]
+    return value
+
+
+@pytest.mark.parametrize(
+    "number", [b"1e999", b"-1e999", b"NaN", b"Infinity", b"-Infinity", b"1" * 5000]
+)
+def test_numbers_json_cannot_carry_are_400(client, auth, emulator, number):
+    raw = b'{"messages": [{"role": "user", "content": "hi"}], "temperature": ' + number + b"}"
+    assert_clean_400(raw_chat(client, raw, auth))
+    assert emulator.state.calls() == []
