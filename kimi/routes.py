@@ -28,6 +28,7 @@ from .keepalive import KeepAliveStream
 from .models import model_list
 from .service import KimiService
 from .structured import repair_instruction
+from .tools import call_reminder
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
@@ -64,17 +65,23 @@ def chat_completions() -> Response:
     if chat.stream:
         return _stream(chat, turn)
     with turn:
-        reply = _collect(turn)
+        reply = _collect(chat, turn)
     return jsonify(CompletionEncoder(chat).completion(reply))
 
 
-def _collect(turn: TurnStream) -> Reply:
-    """The whole answer; output that fails ``response_format`` is sent back for one repair."""
+def _collect(chat: ChatRequest, turn: TurnStream) -> Reply:
+    """The whole answer. Two things are sent back once for repair, in the same Kimi chat: JSON
+    that fails ``response_format``, and an answer without the call ``tool_choice`` requires."""
     try:
-        return Reply.collect(turn)
+        reply = Reply.collect(turn)
     except InvalidJsonOutput as exc:
         log.info("Asking Kimi once to repair JSON that failed the response_format: %s", exc)
         return Reply.collect(turn.follow_up(repair_instruction(exc)))
+    tools = chat.tools
+    if tools and tools.call_required and not reply.tool_calls and reply.finish_reason == "stop":
+        log.info("Asking Kimi once for the function call that tool_choice requires")
+        return Reply.collect(turn.follow_up(call_reminder(tools)))
+    return reply
 
 
 def _stream(chat: ChatRequest, turn: TurnStream) -> Response:

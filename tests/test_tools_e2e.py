@@ -259,3 +259,20 @@ def test_hidden_reasoning_is_dropped(make_settings, auth, protocol):
     message = body["choices"][0]["message"]
     assert "reasoning_content" not in message and "<think>" not in message["content"]
     assert body["usage"]["completion_tokens_details"]["reasoning_tokens"] > 0  # still counted
+
+
+def test_a_required_call_that_is_missing_is_asked_for_once_in_the_same_chat(client, auth, emulator):
+    script = '[[emulate: text I would rather chat. ;; call get_weather {"city": "Paris"}]]'
+    body = chat(client, auth, script, tools=[WEATHER], tool_choice="required").get_json()
+    choice = body["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
+    chats = list(emulator.state.chats().values())
+    assert len(chats) == 1 and chats[0]["deleted"]
+
+
+def test_a_required_call_still_missing_after_the_reminder_is_text(client, auth):
+    script = "[[emulate: text No. ;; text Still no.]]"
+    body = chat(client, auth, script, tools=[WEATHER], tool_choice="required").get_json()
+    assert body["choices"][0]["message"]["content"] == "Still no."
+    assert body["choices"][0]["finish_reason"] == "stop"

@@ -37,6 +37,14 @@ def tool_instructions(config: ToolConfig) -> str:
     return "\n".join(lines)
 
 
+def call_reminder(config: ToolConfig) -> str:
+    """The follow-up message when a required call is missing from the answer."""
+    return (
+        f"You answered without calling a function. {_choice_rule(config)} Write only the call "
+        f"line(s), in exactly this format: {CALL_FORMAT}"
+    )
+
+
 def _describe(tool: ToolSpec) -> str:
     head = f"- {tool.name}: {tool.description}" if tool.description else f"- {tool.name}"
     if not tool.parameters:

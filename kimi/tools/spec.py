@@ -59,6 +59,11 @@ class ToolConfig:
         return next((tool for tool in self.tools if tool.name == name), None)
 
     @property
+    def call_required(self) -> bool:
+        """``tool_choice`` is ``required`` or names a function: an answer must be a call."""
+        return self.choice.mode in (CHOICE_REQUIRED, CHOICE_FUNCTION)
+
+    @property
     def callable_tools(self) -> tuple[ToolSpec, ...]:
         """The functions the model may call in this answer (only the forced one, if any)."""
         if self.choice.mode == CHOICE_NONE:
