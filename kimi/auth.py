@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
-from .errors import AuthenticationFailed, NoUsableAccount
+from .errors import AuthenticationFailed, BadRequest, NoUsableAccount
 from .settings import Settings
 from .tokens import Credential, split_credentials
 
@@ -37,6 +37,12 @@ def resolve_pool(settings: Settings, authorization: str | None) -> Pool:
     if not credentials:
         raise AuthenticationFailed(
             "No Kimi credentials: send Authorization: Bearer <refresh_token>[,<refresh_token>...]."
+        )
+    if len(credentials) > settings.max_tokens_per_header:
+        raise BadRequest(
+            f"The Authorization header names {len(credentials)} Kimi tokens; at most "
+            f"{settings.max_tokens_per_header} are accepted (MAX_TOKENS_PER_HEADER).",
+            code="too_many_tokens",
         )
     return Pool(tuple(credentials), server_side=False)
 

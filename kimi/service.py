@@ -12,7 +12,7 @@ from .chat_request import ChatRequest
 from .completions import TurnStream
 from .conversations import Conversations
 from .errors import KimiError, UpstreamAuthRejected
-from .settings import Settings
+from .settings import MAX_ACCOUNTS_TRIED, Settings
 from .store import StateStore, open_store
 from .stream_slots import StreamSlots
 from .tokens import Credential
@@ -62,17 +62,18 @@ class KimiService:
 
         Goes through the same cached session as a chat turn, so a live token whose access token
         is cached costs no upstream call. The server's pool was vouched for by the API key.
+        Only the first few tokens are tried: a header full of dead ones costs little.
         """
         if pool.server_side:
             return
-        for credential in pool.credentials:
+        for credential in pool.credentials[:MAX_ACCOUNTS_TRIED]:
             try:
                 self.accounts.session(credential)
                 return
             except UpstreamAuthRejected:
                 continue
         raise UpstreamAuthRejected(
-            "Kimi rejected every token given in the Authorization header; get a new one."
+            "Kimi rejected the tokens given in the Authorization header; get a new one."
         )
 
     def model_ids(self, pool: Pool | None) -> list[str]:

@@ -16,6 +16,8 @@ PROTOCOLS = ("web", "legacy")
 # Defaults that other modules share (the stream parsers, parse_chat_request): named once here.
 COOLDOWN_SECONDS = 600.0  # how long a rate-limited or dead account rests, unless Kimi says
 MAX_FILES_PER_MESSAGE = 10
+# A request with dead tokens stops after this many accounts, however many it names.
+MAX_ACCOUNTS_TRIED = 3
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class Settings:
     reasoning_output: str = DEFAULT_REASONING_MODE
     max_streams_per_worker: int = 1000
     max_request_mb: float = 10.0
+    max_tokens_per_header: int = 10
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -79,6 +82,9 @@ class Settings:
                 _number(env, "MAX_STREAMS_PER_WORKER", cls.max_streams_per_worker)
             ),
             max_request_mb=_number(env, "MAX_REQUEST_MB", cls.max_request_mb),
+            max_tokens_per_header=int(
+                _number(env, "MAX_TOKENS_PER_HEADER", cls.max_tokens_per_header)
+            ),
             reasoning_output=parse_reasoning_mode(
                 env.get("REASONING_OUTPUT", "").strip() or None, name="REASONING_OUTPUT"
             ),

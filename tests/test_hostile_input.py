@@ -15,7 +15,7 @@ from werkzeug.test import EnvironBuilder, run_wsgi_app
 from kimi import create_app
 from kimi.errors import BadRequest
 from kimi.json_body import MAX_JSON_DEPTH, READ_CHUNK_BYTES, check_json_value
-from kimi.settings import PROTOCOLS, Settings
+from kimi.settings import MAX_ACCOUNTS_TRIED, PROTOCOLS, Settings
 from kimi.tokens import split_credentials
 
 SMALL_LIMIT_MB = 0.01  # 10 KiB
@@ -283,3 +283,37 @@ def test_numbers_json_cannot_carry_are_400(client, auth, emulator, number):
     raw = b'{"messages": [{"role": "user", "content": "hi"}], "temperature": ' + number + b"}"
     assert_clean_400(raw_chat(client, raw, auth))
     assert emulator.state.calls() == []
+
+
+# Token floods: a cap on tokens per header, and few accounts tried per request
+
+
+def dead_tokens(count: int) -> dict[str, str]:
+    return {"Authorization": "Bearer " + ",".join(f"dead-token-{i}" for i in range(count))}
+
+
+def test_more_tokens_than_max_tokens_per_header_is_400_before_any_upstream_call(
+    settings, client, emulator
+):
+    response = chat(client, dead_tokens(settings.max_tokens_per_header + 1))
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["code"] == "too_many_tokens" and "MAX_TOKENS_PER_HEADER" in error["message"]
+    assert emulator.state.calls() == []
+    assert client.get("/v1/models", headers=dead_tokens(1000)).status_code == 400
+    assert emulator.state.calls() == []
+
+
+def test_max_tokens_per_header_is_a_setting(make_settings, account, emulator):
+    client = create_app(make_settings(max_tokens_per_header=2)).test_client()
+    three = {"Authorization": f"Bearer {account.refresh_token},dead-1,dead-2"}
+    assert chat(client, three).status_code == 400
+    two = {"Authorization": f"Bearer {account.refresh_token},dead-1"}
+    assert chat(client, two).status_code == 200
+    assert Settings.from_env({"MAX_TOKENS_PER_HEADER": "2"}).max_tokens_per_header == 2
+
+
+def test_models_checks_only_the_first_few_of_many_dead_tokens(settings, client, emulator):
+    response = client.get("/v1/models", headers=dead_tokens(settings.max_tokens_per_header))
+    assert response.status_code == 401
+    assert 0 < len(upstream_calls(emulator, "RefreshToken")) <= MAX_ACCOUNTS_TRIED
