@@ -93,3 +93,26 @@ def wait_until(predicate, seconds: float = 5.0) -> bool:
     while time.monotonic() < deadline and not predicate():
         time.sleep(0.02)
     return predicate()
+
+
+# Two functions clients offer in the tool-calling tests.
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+TIME_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "description": "The time now in a time zone",
+        "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}},
+    },
+}

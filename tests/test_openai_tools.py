@@ -13,32 +13,14 @@ import json
 
 import openai
 import pytest
+from helpers import TIME_TOOL as TIME
+from helpers import WEATHER_TOOL as WEATHER
 from pydantic import BaseModel
 
 from kimi.settings import PROTOCOLS
 
 pytestmark = pytest.mark.parametrize("protocol", PROTOCOLS)
 
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather in a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
-TIME = {
-    "type": "function",
-    "function": {
-        "name": "get_time",
-        "description": "The time now in a time zone",
-        "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}},
-    },
-}
 PARIS_CALL = '[[emulate: call get_weather {"city": "Paris"} ;; text It is 21 degrees in Paris.]]'
 
 

@@ -9,28 +9,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import TIME_TOOL as TIME
+from helpers import WEATHER_TOOL as WEATHER
 from helpers import chat, sse_events, streamed_text, upstream_calls
 
 PROTOCOLS = ["web", "legacy"]
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather in a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
-TIME = {
-    "type": "function",
-    "function": {
-        "name": "get_time",
-        "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}},
-    },
-}
 
 
 @pytest.fixture(params=PROTOCOLS)

@@ -68,6 +68,8 @@ class Upstream(Protocol):
     """A Kimi backend generation. Methods raise ``KimiError`` subclasses on failure."""
 
     name: str
+    # Whether a refresh kills the refresh token it used (web: yes). A check must not refresh one.
+    rotates_refresh_tokens: bool
 
     def refresh(self, refresh_token: str) -> TokenGrant:
         """Exchange a refresh token for an access token (and maybe a new refresh token)."""

@@ -59,6 +59,8 @@ class LegacyUpstream:
     """Speaks the 2024 REST + SSE protocol; thread-safe, one HTTP pool."""
 
     name = "legacy"
+    # The 2024 backend hands out a new pair but keeps the old refresh token working.
+    rotates_refresh_tokens = False
 
     def __init__(self, settings: Settings, http: requests.Session | None = None) -> None:
         self.settings = settings

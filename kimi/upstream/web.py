@@ -51,6 +51,7 @@ class WebUpstream:
     """Speaks the ``web`` protocol for one deployment; thread-safe, one HTTP pool."""
 
     name = "web"
+    rotates_refresh_tokens = True
 
     def __init__(self, settings: Settings, http: requests.Session | None = None) -> None:
         self.settings = settings
