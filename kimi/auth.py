@@ -24,16 +24,24 @@ def bearer_token(header: str | None) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
+def require_api_key(settings: Settings, authorization: str | None) -> str | None:
+    """The caller's API key when ``API_KEYS`` is set (401 without a valid one), else None."""
+    if not settings.api_keys:
+        return None
+    token = bearer_token(authorization)
+    if not is_api_key(settings, token):
+        raise AuthenticationFailed("Invalid API key: send Authorization: Bearer <one of API_KEYS>.")
+    return token
+
+
 def resolve_pool(settings: Settings, authorization: str | None) -> Pool:
     """The request's account pool; 401 when the caller may not use this service."""
-    token = bearer_token(authorization)
-    if settings.api_keys and not _is_api_key(settings, token):
-        raise AuthenticationFailed("Invalid API key: send Authorization: Bearer <one of API_KEYS>.")
+    require_api_key(settings, authorization)
     if settings.kimi_tokens:
         return Pool(settings.kimi_tokens, server_side=True)
     if settings.api_keys:
         raise NoUsableAccount("API_KEYS is set but KIMI_TOKENS is empty: no Kimi account to use.")
-    credentials = split_credentials(token)
+    credentials = split_credentials(bearer_token(authorization))
     if not credentials:
         raise AuthenticationFailed(
             "No Kimi credentials: send Authorization: Bearer <refresh_token>[,<refresh_token>...]."
@@ -47,7 +55,8 @@ def resolve_pool(settings: Settings, authorization: str | None) -> Pool:
     return Pool(tuple(credentials), server_side=False)
 
 
-def _is_api_key(settings: Settings, token: str) -> bool:
+def is_api_key(settings: Settings, token: str) -> bool:
+    """Whether ``token`` is one of ``API_KEYS`` (never true when none is set)."""
     supplied = token.encode("utf-8")
     # Compare against every key, always, so timing does not tell which key nearly matched.
     matches = [hmac.compare_digest(supplied, key.encode("utf-8")) for key in settings.api_keys]

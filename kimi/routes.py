@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from .auth import bearer_token, resolve_pool
+from .auth import bearer_token, require_api_key, resolve_pool
 from .chat_request import ChatRequest, parse_chat_request
 from .completions import TurnStream
 from .encoder import CompletionEncoder, Reply
@@ -39,7 +39,7 @@ WELCOME = """kimi-free-api is running.
 
 POST /v1/chat/completions   OpenAI chat completions (stream or not)
 GET  /v1/models             model list (GET /v1/models/<id> for one)
-POST /token/check           {"token": "..."} -> {"live": true|false}
+POST /token/check           {"token": "..."} -> {"live": true|false|null, ...}
 GET  /healthz               status
 
 Authorization: Bearer <your Kimi refresh_token>[,<another>...]   (or an API key, see README)
@@ -171,11 +171,15 @@ def _model_ids() -> list[str]:
 
 @bp.post("/token/check")
 def token_check() -> Response:
+    """Whether Kimi accepts a token; never rotates or keeps it (see kimi/token_check.py)."""
+    kimi = service()
+    require_api_key(kimi.settings, request.headers.get("Authorization"))
+    kimi.token_checks.hit(request.remote_addr or "unknown")
     body = _json_body()
     token = body.get("token") if isinstance(body, dict) else None
     if not isinstance(token, str) or not token.strip():
         raise BadRequest('Send {"token": "<Kimi refresh or access token>"}.', param="token")
-    return jsonify({"live": service().check_token(token.strip())})
+    return jsonify(kimi.check_token(token.strip()).to_body())
 
 
 @bp.get("/ping")

@@ -12,14 +12,18 @@ from .chat_request import ChatRequest
 from .completions import TurnStream
 from .conversations import Conversations
 from .errors import KimiError, UpstreamAuthRejected
+from .rate_limit import SlidingWindowLimit
 from .settings import MAX_ACCOUNTS_TRIED, Settings
 from .store import StateStore, open_store
 from .stream_slots import StreamSlots
+from .token_check import TokenCheck, check_token
 from .tokens import Credential
 from .upstream import make_upstream
 from .upstream.base import Upstream
 
 log = logging.getLogger(__name__)
+
+TOKEN_CHECK_WINDOW_SECONDS = 60.0  # the window TOKEN_CHECKS_PER_MINUTE counts in
 
 
 class KimiService:
@@ -34,6 +38,9 @@ class KimiService:
         self.accounts = Accounts(self.store, self.upstream, settings.cooldown_seconds)
         self.conversations = Conversations(self.store, settings.conversation_ttl_seconds)
         self.stream_slots = StreamSlots(settings.max_streams_per_worker)
+        self.token_checks = SlidingWindowLimit(
+            settings.token_checks_per_minute, TOKEN_CHECK_WINDOW_SECONDS, what="token checks"
+        )
         self._models: tuple[float, list[str]] | None = None
         self._models_lock = threading.Lock()
 
@@ -47,15 +54,9 @@ class KimiService:
             upstream=self.upstream,
         )
 
-    def check_token(self, token: str) -> bool:
-        """Whether Kimi accepts ``token``. A refresh token is refreshed (and its rotation kept)."""
-        credential = Credential.parse(token)
-        try:
-            session, _ = self.accounts.session(credential)
-            return self.upstream.check(session)
-        except UpstreamAuthRejected:
-            self.accounts.invalidate(credential)
-            return False
+    def check_token(self, token: str) -> TokenCheck:
+        """Whether Kimi accepts ``token``, asked in a way that neither rotates nor keeps it."""
+        return check_token(token, self.accounts, self.upstream)
 
     def verify_pool(self, pool: Pool) -> None:
         """Raise ``UpstreamAuthRejected`` unless one of the caller's own tokens is usable.

@@ -45,6 +45,7 @@ class Settings:
     max_streams_per_worker: int = 1000
     max_request_mb: float = 10.0
     max_tokens_per_header: int = 10
+    token_checks_per_minute: int = 10
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -84,6 +85,9 @@ class Settings:
             max_request_mb=_number(env, "MAX_REQUEST_MB", cls.max_request_mb),
             max_tokens_per_header=int(
                 _number(env, "MAX_TOKENS_PER_HEADER", cls.max_tokens_per_header)
+            ),
+            token_checks_per_minute=int(
+                _number(env, "TOKEN_CHECKS_PER_MINUTE", cls.token_checks_per_minute)
             ),
             reasoning_output=parse_reasoning_mode(
                 env.get("REASONING_OUTPUT", "").strip() or None, name="REASONING_OUTPUT"

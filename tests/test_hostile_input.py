@@ -3,6 +3,7 @@ other people's conversations and tokens. Limits are set small so every test stay
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 
@@ -13,8 +14,9 @@ from helpers import chat, upstream_calls
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from kimi import create_app
-from kimi.errors import BadRequest
+from kimi.errors import BadRequest, RateLimited
 from kimi.json_body import MAX_JSON_DEPTH, READ_CHUNK_BYTES, check_json_value
+from kimi.rate_limit import SlidingWindowLimit
 from kimi.settings import MAX_ACCOUNTS_TRIED, PROTOCOLS, Settings
 from kimi.tokens import split_credentials
 
@@ -317,3 +319,82 @@ def test_models_checks_only_the_first_few_of_many_dead_tokens(settings, client, 
     response = client.get("/v1/models", headers=dead_tokens(settings.max_tokens_per_header))
     assert response.status_code == 401
     assert 0 < len(upstream_calls(emulator, "RefreshToken")) <= MAX_ACCOUNTS_TRIED
+
+
+# /token/check: the API key, a rate limit per address, and never a rotation
+
+
+def unsigned_jwt(claims: dict) -> str:
+    def part(data: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'none'})}.{part(claims)}.sig"
+
+
+def test_token_check_needs_the_api_key_when_api_keys_is_set(keyed_client, account, emulator):
+    response = keyed_client.post("/token/check", json={"token": account.access_token})
+    assert response.status_code == 401
+    assert emulator.state.calls() == []
+    keyed = {"Authorization": f"Bearer {API_KEY}"}
+    response = keyed_client.post(
+        "/token/check", json={"token": account.access_token}, headers=keyed
+    )
+    assert response.get_json()["live"] is True
+
+
+def test_token_check_never_rotates_a_web_refresh_token(client, account, emulator):
+    body = client.post("/token/check", json={"token": account.refresh_token}).get_json()
+    assert body["live"] is None and body["checked"] is False
+    assert "rotate" in body["message"]
+    assert emulator.state.calls() == []
+    emulator.state.refresh(account.refresh_token)  # its owner's copy still works with Kimi
+
+
+@pytest.mark.parametrize("protocol", ["legacy"])
+def test_token_check_of_a_legacy_refresh_token_keeps_nothing(client, auth, account, emulator):
+    body = client.post("/token/check", json={"token": account.refresh_token}).get_json()
+    assert body == {"live": True, "checked": True, "token_type": "refresh"}
+    assert len(upstream_calls(emulator, "/token/refresh")) == 1
+    assert chat(client, auth).status_code == 200  # the check kept no access token to reuse
+    assert len(upstream_calls(emulator, "/token/refresh")) == 2
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_token_check_reads_an_expired_token_as_dead_without_asking(client, emulator):
+    for typ in ("refresh", "access"):
+        token = unsigned_jwt({"typ": typ, "sub": "u1", "exp": 1_000_000_000})
+        body = client.post("/token/check", json={"token": token}).get_json()
+        assert body["live"] is False and body["token_type"] == typ
+    assert emulator.state.calls() == []
+
+
+def test_token_checks_are_rate_limited_per_client_address(make_settings, emulator):
+    client = create_app(make_settings(token_checks_per_minute=2)).test_client()
+
+    def check(address: str):
+        return client.post(
+            "/token/check", json={"token": "no-jwt"}, environ_base={"REMOTE_ADDR": address}
+        )
+
+    assert [check("192.0.2.1").status_code for _ in range(2)] == [200, 200]
+    limited = check("192.0.2.1")
+    assert limited.status_code == 429
+    assert int(limited.headers["Retry-After"]) >= 1
+    assert limited.get_json()["error"]["type"] == "rate_limit_error"
+    assert check("192.0.2.2").status_code == 200
+    assert Settings.from_env({"TOKEN_CHECKS_PER_MINUTE": "3"}).token_checks_per_minute == 3
+
+
+def test_the_rate_limit_window_slides():
+    now = [1000.0]
+    limit = SlidingWindowLimit(2, 60.0, clock=lambda: now[0])
+    limit.hit("a")
+    now[0] += 30
+    limit.hit("a")
+    with pytest.raises(RateLimited) as refused:
+        limit.hit("a")
+    assert refused.value.retry_after == 30
+    now[0] += 30.5  # the first hit has left the window
+    limit.hit("a")
+    with pytest.raises(RateLimited):
+        limit.hit("a")

@@ -6,6 +6,7 @@ import pytest
 from helpers import chat, upstream_calls
 
 from kimi import create_app
+from kimi.settings import PROTOCOLS
 from kimi.tokens import split_credentials
 
 
@@ -61,20 +62,24 @@ def test_an_unknown_model_is_404_in_the_openai_shape(client):
     assert error["param"] == "model" and "gpt-nothing" in error["message"]
 
 
-def test_token_check_reports_a_live_token(client, account):
-    response = client.post("/token/check", json={"token": account.refresh_token})
-    assert response.get_json() == {"live": True}
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_token_check_reports_a_live_access_token(client, account, emulator):
+    response = client.post("/token/check", json={"token": account.access_token})
+    assert response.get_json() == {"live": True, "checked": True, "token_type": "access"}
+    assert upstream_calls(emulator, "efresh") == []
 
 
-def test_token_check_keeps_the_rotated_token_usable(client, account, emulator):
-    client.post("/token/check", json={"token": account.refresh_token})
-    response = chat(client, {"Authorization": f"Bearer {account.refresh_token}"})
-    assert response.status_code == 200
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_token_check_reports_a_dead_access_token(client, account, emulator):
+    emulator.state.reset()  # the signing key changes: the account's tokens are now forged
+    body = client.post("/token/check", json={"token": account.access_token}).get_json()
+    assert body["live"] is False and body["checked"] is True
 
 
-def test_token_check_reports_a_dead_token(client, emulator):
-    response = client.post("/token/check", json={"token": "dead-token"})
-    assert response.get_json() == {"live": False}
+def test_token_check_reports_a_string_that_is_no_token_as_dead_without_asking(client, emulator):
+    body = client.post("/token/check", json={"token": "dead-token"}).get_json()
+    assert body["live"] is False and body["token_type"] == "unknown"
+    assert emulator.state.calls() == []
 
 
 def test_token_check_without_a_token_is_400(client):
