@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from .auth import bearer_token, require_api_key, resolve_pool
+from .auth import bearer_token, is_api_key, require_api_key, resolve_pool
 from .chat_request import ChatRequest, parse_chat_request
 from .completions import TurnStream
 from .encoder import CompletionEncoder, Reply
@@ -189,18 +189,19 @@ def ping() -> Response:
 
 @bp.get("/healthz")
 def healthz() -> Response:
+    """Status for anyone (a load balancer); the configuration only for a caller with an API key."""
     kimi = service()
     try:
         store_ok = kimi.store.ping()
     except KimiError:
         store_ok = False
-    body = {
-        "status": "ok" if store_ok else "degraded",
-        "protocol": kimi.settings.protocol,
-        "store": "ok" if store_ok else "unavailable",
-        "server_accounts": len(kimi.settings.kimi_tokens),
-        "api_keys_required": bool(kimi.settings.api_keys),
-    }
+    body: dict[str, Any] = {"status": "ok" if store_ok else "degraded"}
+    if is_api_key(kimi.settings, bearer_token(request.headers.get("Authorization"))):
+        body.update(
+            protocol=kimi.settings.protocol,
+            store="ok" if store_ok else "unavailable",
+            server_accounts=len(kimi.settings.kimi_tokens),
+        )
     return jsonify(body), (200 if store_ok else 503)
 
 

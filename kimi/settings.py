@@ -46,6 +46,7 @@ class Settings:
     max_request_mb: float = 10.0
     max_tokens_per_header: int = 10
     token_checks_per_minute: int = 10
+    allow_public_pool: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -55,6 +56,14 @@ class Settings:
             raise ValueError(
                 f"KIMI_PROTOCOL must be one of {', '.join(PROTOCOLS)}, not {protocol!r}"
             )
+        kimi_tokens = tuple(split_credentials(env.get("KIMI_TOKENS", "")))
+        api_keys = tuple(k.strip() for k in env.get("API_KEYS", "").split(",") if k.strip())
+        allow_public_pool = _flag(env, "ALLOW_PUBLIC_POOL")
+        if kimi_tokens and not api_keys and not allow_public_pool:
+            raise ValueError(
+                "KIMI_TOKENS is set without API_KEYS: anyone who reaches the service would use "
+                "these Kimi accounts. Set API_KEYS, or ALLOW_PUBLIC_POOL=1 to mean it."
+            )
         default_base = WEB_BASE_URL if protocol == "web" else LEGACY_BASE_URL
         base_url = _url(env.get("KIMI_BASE_URL"), default_base)
         return cls(
@@ -63,8 +72,9 @@ class Settings:
             auth_url=_url(
                 env.get("KIMI_AUTH_URL"), WEB_AUTH_URL if protocol == "web" else base_url
             ),
-            kimi_tokens=tuple(split_credentials(env.get("KIMI_TOKENS", ""))),
-            api_keys=tuple(k.strip() for k in env.get("API_KEYS", "").split(",") if k.strip()),
+            kimi_tokens=kimi_tokens,
+            api_keys=api_keys,
+            allow_public_pool=allow_public_pool,
             state_path=env.get("KIMI_STATE_PATH", "").strip() or cls.state_path,
             connect_timeout=_number(env, "KIMI_CONNECT_TIMEOUT", cls.connect_timeout),
             read_timeout=_number(env, "KIMI_READ_TIMEOUT", cls.read_timeout),
@@ -77,8 +87,7 @@ class Settings:
             ),
             max_document_chars=int(_number(env, "MAX_DOCUMENT_CHARS", cls.max_document_chars)),
             file_parse_timeout=_number(env, "FILE_PARSE_TIMEOUT", cls.file_parse_timeout),
-            allow_private_file_urls=env.get("ALLOW_PRIVATE_FILE_URLS", "").strip().lower()
-            in ("1", "true", "yes"),
+            allow_private_file_urls=_flag(env, "ALLOW_PRIVATE_FILE_URLS"),
             max_streams_per_worker=int(
                 _number(env, "MAX_STREAMS_PER_WORKER", cls.max_streams_per_worker)
             ),
@@ -111,6 +120,10 @@ class Settings:
 
 def _url(value: str | None, default: str) -> str:
     return (value or "").strip().rstrip("/") or default
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() in ("1", "true", "yes")
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:

@@ -398,3 +398,37 @@ def test_the_rate_limit_window_slides():
     limit.hit("a")
     with pytest.raises(RateLimited):
         limit.hit("a")
+
+
+# A public pool must be meant, and /healthz tells strangers nothing about the configuration
+
+
+def test_kimi_tokens_without_api_keys_refuse_to_start(monkeypatch):
+    with pytest.raises(ValueError, match="ALLOW_PUBLIC_POOL"):
+        Settings.from_env({"KIMI_TOKENS": "t1,t2"})
+    monkeypatch.setenv("KIMI_TOKENS", "t1")
+    with pytest.raises(ValueError, match="API_KEYS"):
+        create_app()
+
+
+def test_a_public_pool_starts_when_allowed_and_a_keyed_pool_always():
+    public = Settings.from_env({"KIMI_TOKENS": "t1", "ALLOW_PUBLIC_POOL": "1"})
+    assert public.allow_public_pool and len(public.kimi_tokens) == 1
+    keyed = Settings.from_env({"KIMI_TOKENS": "t1", "API_KEYS": "k1"})
+    assert not keyed.allow_public_pool and keyed.api_keys == ("k1",)
+
+
+@pytest.mark.parametrize("header", [{}, {"Authorization": "Bearer sk-wrong"}])
+def test_healthz_shows_strangers_only_the_status(keyed_client, header):
+    response = keyed_client.get("/healthz", headers=header)
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}
+
+
+def test_healthz_shows_the_configuration_to_a_caller_with_an_api_key(keyed_client):
+    body = keyed_client.get("/healthz", headers={"Authorization": f"Bearer {API_KEY}"}).get_json()
+    assert body == {"status": "ok", "protocol": "web", "store": "ok", "server_accounts": 1}
+
+
+def test_healthz_without_api_keys_shows_only_the_status_even_to_a_token_holder(client, auth):
+    assert client.get("/healthz", headers=auth).get_json() == {"status": "ok"}
