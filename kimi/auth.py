@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from dataclasses import dataclass
 
@@ -12,10 +13,12 @@ from .tokens import Credential, split_credentials
 
 @dataclass(frozen=True)
 class Pool:
-    """The accounts one request may use, and whether they are the server's own."""
+    """The accounts one request may use, whether they are the server's own, and who is asking:
+    ``owner`` is the hash of the caller's API key, ``""`` without API keys."""
 
     credentials: tuple[Credential, ...]
     server_side: bool
+    owner: str = ""
 
 
 def bearer_token(header: str | None) -> str:
@@ -36,9 +39,9 @@ def require_api_key(settings: Settings, authorization: str | None) -> str | None
 
 def resolve_pool(settings: Settings, authorization: str | None) -> Pool:
     """The request's account pool; 401 when the caller may not use this service."""
-    require_api_key(settings, authorization)
+    api_key = require_api_key(settings, authorization)
     if settings.kimi_tokens:
-        return Pool(settings.kimi_tokens, server_side=True)
+        return Pool(settings.kimi_tokens, server_side=True, owner=key_owner(api_key))
     if settings.api_keys:
         raise NoUsableAccount("API_KEYS is set but KIMI_TOKENS is empty: no Kimi account to use.")
     credentials = split_credentials(bearer_token(authorization))
@@ -53,6 +56,13 @@ def resolve_pool(settings: Settings, authorization: str | None) -> Pool:
             code="too_many_tokens",
         )
     return Pool(tuple(credentials), server_side=False)
+
+
+def key_owner(api_key: str | None) -> str:
+    """What kept conversations record as their owner: a hash of the key, never the key."""
+    if not api_key:
+        return ""
+    return "key-" + hashlib.sha256(api_key.encode("utf-8")).hexdigest()[:24]
 
 
 def is_api_key(settings: Settings, token: str) -> bool:

@@ -48,6 +48,7 @@ class TurnStream:
         accounts: Accounts,
         conversations: Conversations,
         upstream: Upstream,
+        owner: str = "",
     ) -> None:
         self.request = request
         self.pool = list(pool)
@@ -55,6 +56,7 @@ class TurnStream:
         self.accounts = accounts
         self.conversations = conversations
         self.upstream = upstream
+        self.owner = owner  # who may continue a kept chat: auth.key_owner of the API key
         self.conversation_id: str | None = request.conversation_id
         self._content_sent = False
         self._chat: _ChatInUse | None = None
@@ -153,7 +155,8 @@ class TurnStream:
         if chat_id is None:
             return None
         conversation = self.conversations.get(chat_id)
-        if conversation is None:
+        # Another key's chat answers like a missing one: whether it exists is not told either.
+        if conversation is None or conversation.owner != self.owner:
             raise NotFound(
                 f"Unknown conversation_id {chat_id!r}: it was never kept here, has expired, or "
                 'was a one-shot chat (send conversation_id "none" to keep a new one).',
@@ -229,7 +232,7 @@ class TurnStream:
     def _remember(self, credential: Credential, message_id: str) -> None:
         if self.request.keep_chat and self.conversation_id:
             self.conversations.save(
-                Conversation(self.conversation_id, credential.account_id, message_id)
+                Conversation(self.conversation_id, credential.account_id, message_id, self.owner)
             )
 
     def _delete_chat(self, credential: Credential, session: Session, chat_id: str) -> None:

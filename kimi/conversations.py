@@ -10,11 +10,14 @@ from .store import StateStore
 
 @dataclass(frozen=True)
 class Conversation:
-    """A kept chat: its owner (an account id, never a token) and its last assistant message."""
+    """A kept chat: the account it lives in (an id, never a token), its last assistant message,
+    and who may continue it: the hash of the API key that made it, or ``""`` when the caller's
+    own tokens (or a public pool) made it and the account alone decides."""
 
     chat_id: str
     account_id: str
     parent_id: str
+    owner: str = ""
 
 
 class Conversations:

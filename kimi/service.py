@@ -14,7 +14,7 @@ from .conversations import Conversations
 from .errors import KimiError, UpstreamAuthRejected
 from .rate_limit import SlidingWindowLimit
 from .settings import MAX_ACCOUNTS_TRIED, Settings
-from .store import StateStore, open_store
+from .store import StateStore, open_configured_store
 from .stream_slots import StreamSlots
 from .token_check import TokenCheck, check_token
 from .tokens import Credential
@@ -33,7 +33,7 @@ class KimiService:
         self, settings: Settings, store: StateStore | None = None, upstream: Upstream | None = None
     ) -> None:
         self.settings = settings
-        self.store = store or open_store(settings.state_path)
+        self.store = store or open_configured_store(settings)
         self.upstream = upstream or make_upstream(settings)
         self.accounts = Accounts(self.store, self.upstream, settings.cooldown_seconds)
         self.conversations = Conversations(self.store, settings.conversation_ttl_seconds)

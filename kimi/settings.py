@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .reasoning import DEFAULT_REASONING_MODE, parse_reasoning_mode
+from .store import DEFAULT_REDIS_PREFIX, DEFAULT_STATE_TIMEOUT, is_state_location
 from .tokens import Credential, split_credentials
 
 WEB_BASE_URL = "https://www.kimi.com"
@@ -30,6 +31,11 @@ class Settings:
     kimi_tokens: tuple[Credential, ...] = ()
     api_keys: tuple[str, ...] = ()
     state_path: str = "./data/kimi-state.db"
+    # A redis:// (or sqlite:///) URL that wins over state_path; it may hold a password.
+    state_url: str = field(default="", repr=False)
+    redis_prefix: str = DEFAULT_REDIS_PREFIX
+    state_timeout: float = DEFAULT_STATE_TIMEOUT
+    state_encryption_key: str = field(default="", repr=False)
     connect_timeout: float = 10.0
     read_timeout: float = 120.0
     keepalive_seconds: float = 15.0
@@ -76,6 +82,10 @@ class Settings:
             api_keys=api_keys,
             allow_public_pool=allow_public_pool,
             state_path=env.get("KIMI_STATE_PATH", "").strip() or cls.state_path,
+            state_url=_state_url(env),
+            redis_prefix=env.get("KIMI_REDIS_PREFIX", "").strip() or cls.redis_prefix,
+            state_timeout=_number(env, "KIMI_STATE_TIMEOUT", cls.state_timeout),
+            state_encryption_key=env.get("STATE_ENCRYPTION_KEY", "").strip(),
             connect_timeout=_number(env, "KIMI_CONNECT_TIMEOUT", cls.connect_timeout),
             read_timeout=_number(env, "KIMI_READ_TIMEOUT", cls.read_timeout),
             keepalive_seconds=_number(env, "KEEPALIVE_SECONDS", cls.keepalive_seconds),
@@ -113,6 +123,11 @@ class Settings:
         return int(self.max_request_mb * 1024 * 1024)
 
     @property
+    def state_location(self) -> str:
+        """Where state lives: the state URL when one is set, else the SQLite file."""
+        return self.state_url or self.state_path
+
+    @property
     def timeout(self) -> tuple[float, float]:
         """The ``(connect, read)`` pair that ``requests`` takes."""
         return (self.connect_timeout, self.read_timeout)
@@ -124,6 +139,20 @@ def _url(value: str | None, default: str) -> str:
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").strip().lower() in ("1", "true", "yes")
+
+
+def _state_url(env: Mapping[str, str]) -> str:
+    """``KIMI_STATE_URL``, else ``REDIS_URL`` (the name platforms give an attached Redis)."""
+    for name in ("KIMI_STATE_URL", "REDIS_URL"):
+        url = env.get(name, "").strip()
+        if url and not is_state_location(url):
+            raise ValueError(
+                f"{name} must start with redis://, rediss:// or sqlite:///, "
+                f"not {url.split(':', 1)[0]!r}"
+            )
+        if url:
+            return url
+    return ""
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from helpers import ROOT, free_port, procfile_command, wait_until_serving
 from werkzeug.serving import make_server
 
@@ -32,6 +36,8 @@ SERVICE_ENV_PREFIXES = (
     "MAX_TOKENS_PER_",
     "TOKEN_CHECKS_",
     "ALLOW_PUBLIC_POOL",
+    "REDIS_URL",
+    "STATE_ENCRYPTION_KEY",
 )
 
 
@@ -174,3 +180,79 @@ def gunicorn_server(request: pytest.FixtureRequest, emulator: EmulatorServer, tm
             process.wait(30)
         else:
             process.communicate(timeout=30)
+
+
+class RedisServer:
+    """A private ``redis-server`` on a free loopback port, with a password and no persistence.
+
+    Never the machine's own Redis: started here, stopped by its PID. ``pause``/``resume`` stop
+    and continue the process (SIGSTOP/SIGCONT), which is how a hung Redis looks to a client.
+    """
+
+    PASSWORD = "test-redis-password"
+    START_SECONDS = 10.0
+
+    def __init__(self, workdir: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            message = "redis-server is not installed (apt-get install redis-server)"
+            if os.environ.get("CI"):
+                pytest.fail(message)  # CI installs it: a missing server is a broken run
+            pytest.skip(message)
+        self.port = free_port()
+        argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        argv += ["--appendonly", "no", "--requirepass", self.PASSWORD, "--dir", str(workdir)]
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._wait_until_ready()
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{self.PASSWORD}@127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, decode_responses=True, socket_timeout=5)
+
+    def pause(self) -> None:
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.resume()  # a stopped process would hold SIGTERM until continued
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+    def _wait_until_ready(self) -> None:
+        deadline = time.monotonic() + self.START_SECONDS
+        while True:
+            try:
+                with self.client() as client:
+                    client.ping()
+                return
+            except redis.ConnectionError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise
+                time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
+    """One redis-server for the session; tests keep apart by key prefix."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def private_redis(tmp_path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, for tests that stop, hang or kill it."""
+    server = RedisServer(tmp_path)
+    yield server
+    server.stop()

@@ -432,3 +432,45 @@ def test_healthz_shows_the_configuration_to_a_caller_with_an_api_key(keyed_clien
 
 def test_healthz_without_api_keys_shows_only_the_status_even_to_a_token_holder(client, auth):
     assert client.get("/healthz", headers=auth).get_json() == {"status": "ok"}
+
+
+# Kept conversations belong to the API key that made them
+
+
+@pytest.fixture
+def two_keys_client(make_settings, account):
+    settings = make_settings(
+        kimi_tokens=tuple(split_credentials(account.refresh_token)), api_keys=("alpha", "beta")
+    )
+    return create_app(settings).test_client()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("stream", [False, True])
+def test_another_api_key_cannot_continue_a_kept_conversation(two_keys_client, emulator, stream):
+    alpha, beta = {"Authorization": "Bearer alpha"}, {"Authorization": "Bearer beta"}
+    chat_id = chat(two_keys_client, alpha, "keep 7", conversation_id="none").get_json()["id"]
+    calls = len(emulator.state.calls())
+    stolen = chat(two_keys_client, beta, "and?", conversation_id=chat_id, stream=stream)
+    assert stolen.status_code == 404
+    error = stolen.get_json()["error"]
+    assert error["param"] == "conversation_id" and "Unknown conversation_id" in error["message"]
+    assert len(emulator.state.calls()) == calls  # nothing of it reached Kimi
+    assert chat(two_keys_client, alpha, "and?", conversation_id=chat_id).status_code == 200
+
+
+def test_kept_conversations_record_a_hash_of_the_key_never_the_key(two_keys_client, emulator):
+    chat_id = chat(
+        two_keys_client, {"Authorization": "Bearer alpha"}, conversation_id="none"
+    ).get_json()["id"]
+    kept = two_keys_client.application.extensions["kimi"].conversations.get(chat_id)
+    assert kept.owner and "alpha" not in kept.owner
+
+
+def test_a_callers_own_tokens_continue_only_conversations_of_their_accounts(
+    client, auth, new_account, emulator
+):
+    chat_id = chat(client, auth, conversation_id="none").get_json()["id"]
+    stranger = {"Authorization": f"Bearer {new_account('mallory').refresh_token}"}
+    assert chat(client, stranger, conversation_id=chat_id).status_code == 404
+    assert chat(client, auth, conversation_id=chat_id).status_code == 200
