@@ -1,36 +1,72 @@
-"""The SQLite state store: values with expiry, compare-and-set, and a lock across processes."""
+"""The state store contract, run against every backend: the SQLite file and a real Redis.
+
+Values with expiry, compare-and-set (atomic across processes), delete, ping, and the lock built
+on them. Backend-specific failure modes live in test_store_sqlite.py and test_store_redis.py.
+"""
 
 from __future__ import annotations
 
 import multiprocessing
-import tempfile
 import threading
 import time
+import uuid
+from dataclasses import dataclass
 
 import pytest
 
-from kimi.store import StoreError, store_lock
-from kimi.store.sqlite import SQLiteStore
+from kimi.errors import StateStoreUnavailable
+from kimi.store import DEFAULT_REDIS_PREFIX, LockTimeout, StateStore, open_store, store_lock
 
+BACKENDS = ("sqlite", "redis")
 PROCESSES = 4
-RACERS = 8
-RACE_ROUNDS = 40
 INCREMENTS = 25
+CAS_RACERS = 8
+CAS_ROUNDS = 20
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where a store lives, as plain strings a child process can take too."""
+
+    name: str
+    location: str
+    prefix: str = DEFAULT_REDIS_PREFIX
+
+    def open(self) -> StateStore:
+        return open_store(self.location, redis_prefix=self.prefix)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, tmp_path) -> Backend:
+    if request.param == "sqlite":
+        return Backend("sqlite", str(tmp_path / "state.db"))
+    server = request.getfixturevalue("redis_server")
+    # One server for the session; each test keeps to its own prefix.
+    return Backend("redis", server.url, prefix=f"test-{uuid.uuid4().hex}:")
 
 
 @pytest.fixture
-def store(tmp_path) -> SQLiteStore:
-    return SQLiteStore(str(tmp_path / "state.db"))
+def store(backend) -> StateStore:
+    return backend.open()
 
 
-def increment_under_lock(path: str, times: int) -> None:
+def increment_under_lock(backend: Backend, times: int) -> None:
     """Runs in a child process: read, pause, write back, under the shared lock."""
-    store = SQLiteStore(path)
+    store = backend.open()
     for _ in range(times):
         with store_lock(store, "counter", wait=60):
             value = int(store.get("counter") or "0")
             time.sleep(0.001)  # widen the read-modify-write window a lost update needs
             store.put("counter", str(value + 1))
+
+
+def claim_at_once(backend: Backend, barrier, name: str, results) -> None:
+    """Runs in a child process: each round, every racer claims the same absent key at once."""
+    store = backend.open()
+    for round_number in range(CAS_ROUNDS):
+        barrier.wait(30)
+        won = store.compare_and_set(f"claim-{round_number}", None, name)
+        results.put((round_number, name, won))
 
 
 def test_put_then_get_returns_the_value(store):
@@ -46,6 +82,12 @@ def test_put_replaces_the_value(store):
     store.put("k", "old")
     store.put("k", "new")
     assert store.get("k") == "new"
+
+
+def test_values_keep_every_character(store):
+    value = 'jwt.eyJ9.sig 中文 ✓ "quoted" \' -- ; DROP TABLE kv;' + "x" * 10_000
+    store.put("k", value)
+    assert store.get("k") == value
 
 
 def test_delete_removes_the_value(store):
@@ -69,10 +111,16 @@ def test_value_expires_after_its_ttl(store):
     assert store.get("forever") == "v"
 
 
-def test_values_are_shared_between_store_instances_on_one_file(tmp_path):
-    path = str(tmp_path / "state.db")
-    SQLiteStore(path).put("k", "v")
-    assert SQLiteStore(path).get("k") == "v"
+def test_putting_without_ttl_keeps_a_value_that_had_one(store):
+    store.put("k", "v", ttl=0.05)
+    store.put("k", "v2")
+    time.sleep(0.15)
+    assert store.get("k") == "v2"
+
+
+def test_values_are_shared_between_store_instances(backend):
+    backend.open().put("k", "v")
+    assert backend.open().get("k") == "v"
 
 
 def test_compare_and_set_with_expected_none_creates_an_absent_key(store):
@@ -100,6 +148,14 @@ def test_compare_and_set_fails_when_the_value_differs(store, current):
     assert store.get("k") == current
 
 
+def test_compare_and_set_with_an_empty_string_is_not_absence(store):
+    assert store.compare_and_set("k", "", "v") is False
+    store.put("k", "")
+    assert store.compare_and_set("k", None, "v") is False
+    assert store.compare_and_set("k", "", "v") is True
+    assert store.get("k") == "v"
+
+
 def test_compare_and_set_with_value_none_deletes(store):
     store.put("k", "v")
     assert store.compare_and_set("k", "v", None) is True
@@ -117,6 +173,37 @@ def test_compare_and_set_applies_its_ttl(store):
     assert store.compare_and_set("k", None, "v", ttl=0.05)
     time.sleep(0.15)
     assert store.get("k") is None
+
+
+def test_compare_and_set_across_processes_lets_exactly_one_claim_win(backend):
+    context = multiprocessing.get_context("spawn")
+    backend.open()  # create the file (or check the server) before the racers start
+    barrier, results = context.Barrier(CAS_RACERS), context.Queue()
+    racers = [
+        context.Process(target=claim_at_once, args=(backend, barrier, f"r{index}", results))
+        for index in range(CAS_RACERS)
+    ]
+    for racer in racers:
+        racer.start()
+    outcomes = [results.get(timeout=120) for _ in range(CAS_RACERS * CAS_ROUNDS)]
+    for racer in racers:
+        racer.join(30)
+    assert [racer.exitcode for racer in racers] == [0] * CAS_RACERS
+    store = backend.open()
+    for round_number in range(CAS_ROUNDS):
+        winners = [name for r, name, won in outcomes if r == round_number and won]
+        assert len(winners) == 1
+        assert store.get(f"claim-{round_number}") == winners[0]
+
+
+def test_ping_writes_and_reads_back(store):
+    assert store.ping() is True
+
+
+def test_describe_names_the_backend_but_no_password(store, backend):
+    description = store.describe()
+    assert description.startswith(backend.name)
+    assert "password" not in description
 
 
 def test_lock_excludes_another_thread_until_released(store):
@@ -149,11 +236,13 @@ def test_lock_excludes_another_thread_until_released(store):
     assert order == ["holder released", "waiter entered"]
 
 
-def test_lock_wait_times_out_with_store_error(store):
+def test_lock_wait_times_out_with_a_503(store):
     with store_lock(store, "busy"):
-        with pytest.raises(StoreError):
+        with pytest.raises(LockTimeout) as caught:
             with store_lock(store, "busy", wait=0.1):
                 pass
+    assert isinstance(caught.value, StateStoreUnavailable)
+    assert caught.value.status == 503
 
 
 def test_lock_is_free_again_after_release(store):
@@ -169,12 +258,11 @@ def test_lock_of_a_dead_holder_frees_after_its_ttl(store):
         pass
 
 
-def test_lock_across_processes_loses_no_update(tmp_path):
-    path = str(tmp_path / "state.db")
-    SQLiteStore(path)  # create the file and table before the workers race
+def test_lock_across_processes_loses_no_update(backend):
+    backend.open()  # create the file and table before the workers race
     context = multiprocessing.get_context("spawn")
     workers = [
-        context.Process(target=increment_under_lock, args=(path, INCREMENTS))
+        context.Process(target=increment_under_lock, args=(backend, INCREMENTS))
         for _ in range(PROCESSES)
     ]
     for worker in workers:
@@ -182,45 +270,4 @@ def test_lock_across_processes_loses_no_update(tmp_path):
     for worker in workers:
         worker.join(120)
     assert [w.exitcode for w in workers] == [0] * PROCESSES
-    assert SQLiteStore(path).get("counter") == str(PROCESSES * INCREMENTS)
-
-
-def open_and_write(path: str, barrier, name: str) -> None:
-    barrier.wait(30)  # every process opens the brand-new file at the same moment
-    SQLiteStore(path).put(name, "ok")
-
-
-def test_workers_opening_a_new_state_file_at_once_all_start(tmp_path):
-    # gunicorn boots its workers together, each creating the store on a file none has made yet.
-    # fork starts them fast enough to collide; many rounds make a lost race near certain.
-    context = multiprocessing.get_context("fork")
-    failed = []
-    for round_number in range(RACE_ROUNDS):
-        path = str(tmp_path / f"state-{round_number}.db")
-        barrier = context.Barrier(RACERS)
-        workers = [
-            context.Process(target=open_and_write, args=(path, barrier, f"w{index}"))
-            for index in range(RACERS)
-        ]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(60)
-        failed += [w.exitcode for w in workers if w.exitcode != 0]
-    assert failed == []
-    assert SQLiteStore(path).get(f"w{RACERS - 1}") == "ok"
-
-
-def test_unwritable_folder_falls_back_to_the_temp_dir(tmp_path, monkeypatch):
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    not_a_folder = tmp_path / "a-file"
-    not_a_folder.write_text("")
-    store = SQLiteStore(str(not_a_folder / "state.db"))
-    assert store.path.startswith(str(tmp_path / "tmp"))
-    store.put("k", "v")
-    assert store.get("k") == "v"
-
-
-def test_memory_path_is_refused():
-    with pytest.raises(ValueError):
-        SQLiteStore(":memory:")
+    assert backend.open().get("counter") == str(PROCESSES * INCREMENTS)

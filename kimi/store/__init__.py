@@ -1,7 +1,9 @@
 """State shared by every worker: access tokens, rotated refresh tokens, conversations, cool-downs.
 
 One narrow interface (get/put with expiry, compare-and-set, delete, a named lock) so the embedded
-SQLite file and a shared Redis are interchangeable.
+SQLite file and a shared Redis are interchangeable. Each store translates its driver's errors
+once, at its boundary, into ``StateStoreUnavailable`` (503), and after a failure drops its
+connection and opens a new one on the next call: an outage ends without a restart.
 """
 
 from __future__ import annotations
@@ -10,21 +12,43 @@ import contextlib
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from ..errors import KimiError
+from ..errors import StateStoreUnavailable
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+
+__all__ = [
+    "StateStore",
+    "StateStoreUnavailable",
+    "LockTimeout",
+    "store_lock",
+    "open_store",
+    "open_configured_store",
+    "DEFAULT_REDIS_PREFIX",
+    "DEFAULT_STATE_TIMEOUT",
+]
 
 LOCK_POLL_SECONDS = 0.05
+DEFAULT_REDIS_PREFIX = "kimi-free-api:"
+# Seconds a store call may take before it fails with a 503: an outage fails fast, not by hanging.
+DEFAULT_STATE_TIMEOUT = 3.0
+SQLITE_SCHEME = "sqlite:///"
+REDIS_SCHEMES = ("redis://", "rediss://")
 
 
-class StoreError(KimiError):
-    """The state store failed or a lock could not be had in time."""
+class LockTimeout(StateStoreUnavailable):
+    """A named lock stayed taken for longer than the caller would wait."""
 
-    code = "state_store_error"
+    code = "state_lock_timeout"
 
 
 class StateStore(Protocol):
-    """String keys to string values, each with an optional time to live in seconds."""
+    """String keys to string values, each with an optional time to live in seconds.
+
+    Every method raises ``StateStoreUnavailable`` when the backend fails, never a driver error.
+    """
 
     def get(self, key: str) -> str | None: ...
 
@@ -38,7 +62,13 @@ class StateStore(Protocol):
         """Set ``key`` to ``value`` (``None`` deletes) only if it now holds ``expected``."""
         ...
 
-    def ping(self) -> bool: ...
+    def ping(self) -> bool:
+        """Write a value and read it back: True when the store is usable for real."""
+        ...
+
+    def describe(self) -> str:
+        """Which backend and where, for operators' logs (never a password)."""
+        ...
 
 
 @contextlib.contextmanager
@@ -54,7 +84,7 @@ def store_lock(
     deadline = time.monotonic() + wait
     while not store.compare_and_set(key, None, owner, ttl=ttl):
         if time.monotonic() > deadline:
-            raise StoreError(f"Timed out waiting for the lock {name!r}.")
+            raise LockTimeout(f"Timed out waiting for the lock {name!r}.")
         time.sleep(LOCK_POLL_SECONDS)
     try:
         yield
@@ -62,8 +92,48 @@ def store_lock(
         store.compare_and_set(key, owner, None)
 
 
-def open_store(path: str) -> StateStore:
-    """The store for a deployment: SQLite at ``path``."""
-    from .sqlite import SQLiteStore
+def open_store(
+    location: str,
+    *,
+    redis_prefix: str = DEFAULT_REDIS_PREFIX,
+    timeout: float = DEFAULT_STATE_TIMEOUT,
+    encryption_key: str = "",
+) -> StateStore:
+    """The store at ``location``: ``redis://``/``rediss://`` URL, ``sqlite:///`` URL or a path.
 
-    return SQLiteStore(path)
+    ``encryption_key`` (Fernet keys, comma-separated) encrypts the values written with ``put``.
+    """
+    store: StateStore
+    if location.startswith(REDIS_SCHEMES):
+        from .redis_store import RedisStore
+
+        store = RedisStore(location, prefix=redis_prefix, timeout=timeout)
+    else:
+        from .sqlite import SQLiteStore
+
+        store = SQLiteStore(sqlite_path(location))
+    if encryption_key:
+        from .encrypted import EncryptedStore
+
+        store = EncryptedStore(store, encryption_key)
+    return store
+
+
+def open_configured_store(settings: Settings) -> StateStore:
+    """The store the settings name (``KIMI_STATE_URL``, ``REDIS_URL`` or ``KIMI_STATE_PATH``)."""
+    return open_store(
+        settings.state_location,
+        redis_prefix=settings.redis_prefix,
+        timeout=settings.state_timeout,
+        encryption_key=settings.state_encryption_key,
+    )
+
+
+def sqlite_path(location: str) -> str:
+    """The file path in ``sqlite:///relative.db`` or ``sqlite:////absolute.db``, or a bare path."""
+    return location[len(SQLITE_SCHEME) :] if location.startswith(SQLITE_SCHEME) else location
+
+
+def is_state_location(location: str) -> bool:
+    """Whether ``location`` names a backend this package knows."""
+    return location.startswith((SQLITE_SCHEME, *REDIS_SCHEMES))
