@@ -1,20 +1,21 @@
-"""Kimi accounts: choosing one per request, access tokens, rotated refresh tokens, cool-downs.
+"""Kimi accounts: access tokens, rotated refresh tokens, and the pool that chooses among them.
 
 Refreshes of one account are merged into one upstream call: threads of a process wait on a
 local lock, processes on the store's lock, and whoever comes second finds the fresh token.
+Choosing an account per turn, cool-downs and failures live in ``pool.AccountPool``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 
-from .errors import NoUsableAccount, RateLimited, UpstreamAuthRejected
+from .errors import UpstreamAuthRejected
+from .pool import AccountPool
+from .settings import MAX_CONCURRENT_PER_ACCOUNT
 from .store import StateStore, store_lock
 from .tokens import Credential
 from .upstream.base import Session, TokenGrant, Upstream
@@ -25,48 +26,27 @@ log = logging.getLogger(__name__)
 # Refresh this long before the access token's expiry, so no call goes out with a dying token.
 ACCESS_TOKEN_SKEW = 60.0
 REFRESH_LOCK_TTL = 60.0
-REASON_RATE_LIMITED = "rate_limited"
-REASON_DEAD = "token_rejected"
-
-
-@dataclass(frozen=True)
-class Cooldown:
-    """Why and until when an account is skipped."""
-
-    reason: str
-    until: float
 
 
 class Accounts:
     """The accounts a deployment knows, with their tokens kept in the state store."""
 
-    def __init__(self, store: StateStore, upstream: Upstream, cooldown_seconds: float) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        upstream: Upstream,
+        *,
+        max_concurrent: int = MAX_CONCURRENT_PER_ACCOUNT,
+        wait_seconds: float = 0.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
         self.upstream = upstream
-        self.cooldown_seconds = cooldown_seconds
+        self.pool = AccountPool(
+            store, max_concurrent=max_concurrent, wait_seconds=wait_seconds, clock=clock
+        )
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
-
-    def choose(
-        self, pool: Sequence[Credential], exclude: set[str], *, server_pool: bool
-    ) -> Credential:
-        """A usable account from ``pool``; errors say why none is usable."""
-        cooldowns = {c.account_id: self.cooldown(c) for c in pool}
-        ready = [c for c in pool if c.account_id not in exclude and cooldowns[c.account_id] is None]
-        if ready:
-            return random.choice(ready)
-        # Accounts excluded after failing in this turn count too: a rate-limited one comes back.
-        limited = [cd.until for cd in cooldowns.values() if cd and cd.reason == REASON_RATE_LIMITED]
-        if limited:
-            raise RateLimited(
-                f"Every Kimi account in the pool ({len(pool)}) is rate-limited; try again later.",
-                retry_after=min(limited) - time.time(),
-            )
-        if server_pool:
-            raise NoUsableAccount("No usable Kimi account: every configured token was rejected.")
-        raise UpstreamAuthRejected(
-            "Kimi rejected every token given in the Authorization header; get a new one."
-        )
 
     def session(self, credential: Credential) -> tuple[Session, bool]:
         """``(session, fresh)``: ``fresh`` is True when the token was just refreshed."""
@@ -86,26 +66,6 @@ class Accounts:
         """Forget the cached access token, so the next call refreshes."""
         self.store.delete(f"access:{credential.account_id}")
 
-    def cool_down(self, credential: Credential, seconds: float, reason: str) -> None:
-        until = time.time() + seconds
-        self.store.put(
-            f"cooldown:{credential.account_id}",
-            json.dumps({"reason": reason, "until": until}),
-            ttl=seconds,
-        )
-        log.info("Account %s cooling down for %.0fs (%s)", credential.label, seconds, reason)
-
-    def mark_dead(self, credential: Credential) -> None:
-        self.invalidate(credential)
-        self.cool_down(credential, self.cooldown_seconds, REASON_DEAD)
-
-    def cooldown(self, credential: Credential) -> Cooldown | None:
-        raw = self.store.get(f"cooldown:{credential.account_id}")
-        if raw is None:
-            return None
-        data = json.loads(raw)
-        return Cooldown(reason=data["reason"], until=float(data["until"]))
-
     def _refresh(self, credential: Credential) -> TokenGrant:
         key = f"refresh_token:{credential.account_id}"
         current = self.store.get(key) or credential.token
@@ -116,6 +76,7 @@ class Accounts:
         ttl = grant.expires_at - time.time() - ACCESS_TOKEN_SKEW
         if ttl > 0:
             self.store.put(f"access:{credential.account_id}", _grant_json(grant), ttl=ttl)
+        self.pool.refreshed(credential)
         log.info("Refreshed the access token of %s", credential.label)
         return grant
 

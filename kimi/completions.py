@@ -11,13 +11,24 @@ import logging
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 
-from .accounts import REASON_RATE_LIMITED, Accounts
+from .accounts import Accounts
 from .chat_request import ChatRequest
 from .citations import render_citation_list
 from .conversations import Conversation, Conversations
-from .errors import KimiError, NotFound, RateLimited, UpstreamAuthRejected
+from .errors import (
+    KimiError,
+    NotFound,
+    NoUsableAccount,
+    RateLimited,
+    ResearchQuotaExhausted,
+    UpstreamAuthRejected,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from .events import ChatOpened, Citation, ContentEvent, Finish, ReplyStarted, TextDelta
 from .history import Message
+from .pool import Checkout
+from .settings import MAX_ACCOUNTS_TRIED
 from .shaping import shape_reply
 from .tokens import Credential
 from .upstream.base import Session, TurnTarget, Upstream
@@ -60,6 +71,7 @@ class TurnStream:
         self.conversation_id: str | None = request.conversation_id
         self._content_sent = False
         self._chat: _ChatInUse | None = None
+        self._checkout: Checkout | None = None  # the account's slot, held until the turn ends
         self._reply_id: str | None = None
         self._streams: list[Generator] = []
         self._events = self._shaped(self._run())
@@ -81,6 +93,7 @@ class TurnStream:
         stage ended the answer early (``max_tokens``, ``stop``)."""
         for stream in reversed(self._streams):
             stream.close()
+        self._give_back()
         chat, self._chat = self._chat, None
         if chat and chat.one_shot:
             self._delete_chat(chat.credential, chat.session, chat.chat_id)
@@ -117,6 +130,7 @@ class TurnStream:
         try:
             yield from self._attempts(target, existing)
         finally:
+            self._give_back()
             self.upstream.release_files(target.files)
 
     def _attempts(
@@ -124,31 +138,64 @@ class TurnStream:
     ) -> Iterator[ContentEvent]:
         tried: set[str] = set()
         retried_auth: set[str] = set()
+        checkout: Checkout | None = None
         while True:
-            credential = self._owner(existing) if existing else self._choose(tried)
+            checkout = checkout or self._check_out(existing, tried)
+            credential = checkout.credential
             try:
-                yield from self._attempt(credential, target, retried_auth)
+                yield from self._attempt(checkout, target, retried_auth)
                 return
-            except UpstreamAuthRejected:
+            except UpstreamAuthRejected as exc:
                 if self._content_sent:
                     raise
                 if credential.account_id not in retried_auth:
                     retried_auth.add(credential.account_id)
                     self.accounts.invalidate(credential)
-                    continue
-                self.accounts.mark_dead(credential)
-                # A client's only token keeps Kimi's reason; a server pool answers 503 (choose).
+                    continue  # the same account and slot, with a fresh access token
+                self.accounts.invalidate(credential)
+                self.accounts.pool.auth_failed(credential)
+                # A client's own tokens keep Kimi's reason (401); the server's pool answers 503.
                 if existing or (len(self.pool) == 1 and not self.server_pool):
                     raise
+                if len(tried) + 1 >= MAX_ACCOUNTS_TRIED:
+                    if not self.server_pool:
+                        raise
+                    raise NoUsableAccount(
+                        f"Kimi rejected the {MAX_ACCOUNTS_TRIED} accounts tried for this "
+                        "request; the others are left to later requests."
+                    ) from exc
             except RateLimited as exc:
-                self.accounts.cool_down(credential, exc.retry_after, REASON_RATE_LIMITED)
+                self._cool_down(credential, exc)
                 if self._content_sent or existing or len(self.pool) == 1:
                     raise
+                if len(tried) + 1 >= MAX_ACCOUNTS_TRIED:
+                    raise
+            except (UpstreamError, UpstreamTimeout) as exc:
+                self.accounts.pool.record_error(credential, exc)
+                raise
             tried.add(credential.account_id)
+            self._give_back()
+            checkout = None
             log.info("Trying another account after %s failed", credential.label)
 
-    def _choose(self, tried: set[str]) -> Credential:
-        return self.accounts.choose(self.pool, tried, server_pool=self.server_pool)
+    def _check_out(self, existing: Conversation | None, tried: set[str]) -> Checkout:
+        """An account for the next attempt, holding one of its slots; a kept chat's owner."""
+        pool = [self._owner(existing)] if existing else self.pool
+        self._checkout = self.accounts.pool.checkout(
+            pool, tried, server_pool=self.server_pool, research=self.request.options.research
+        )
+        return self._checkout
+
+    def _give_back(self) -> None:
+        checkout, self._checkout = self._checkout, None
+        if checkout is not None:
+            self.accounts.pool.release(checkout, served=self._content_sent)
+
+    def _cool_down(self, credential: Credential, exc: RateLimited) -> None:
+        if isinstance(exc, ResearchQuotaExhausted):
+            self.accounts.pool.cool_down_research(credential, exc.retry_after)
+        else:
+            self.accounts.pool.cool_down(credential, exc.retry_after)
 
     def _existing_conversation(self) -> Conversation | None:
         chat_id = self.request.conversation_id
@@ -185,8 +232,9 @@ class TurnStream:
         )
 
     def _attempt(
-        self, credential: Credential, target: TurnTarget, retried_auth: set[str]
+        self, checkout: Checkout, target: TurnTarget, retried_auth: set[str]
     ) -> Iterator[ContentEvent]:
+        credential = checkout.credential
         session, fresh = self.accounts.session(credential)
         if fresh:
             retried_auth.add(credential.account_id)  # a new token failing again is not stale
@@ -195,8 +243,10 @@ class TurnStream:
         one_shot = not target.chat_id and not self.request.keep_chat
         try:
             for event in self._content(events, credential):
-                if not isinstance(event, ChatOpened):
+                if not isinstance(event, ChatOpened) and not self._content_sent:
                     self._content_sent = True
+                    self.accounts.pool.turn_started(checkout)
+                self.accounts.pool.renew(checkout)
                 if isinstance(event, Finish) and self.conversation_id:
                     # Kept open until close(): a follow-up may still go into this chat.
                     self._chat = _ChatInUse(

@@ -8,6 +8,7 @@ KimiError                      500 api_error
 ├── ConversationBusy           409 conflict
 ├── RequestTooLarge            413 invalid_request_error (body over MAX_REQUEST_MB)
 ├── RateLimited                429 rate_limit_error (+ Retry-After)
+│   └── ResearchQuotaExhausted 429 (one mode's quota: the account serves other turns)
 ├── UpstreamError              502 upstream_error (Kimi answered garbage or failed)
 │   ├── UpstreamCut            502 upstream_cut (the answer stream ended before its end)
 │   └── InvalidJsonOutput      502 invalid_json_output (structured output did not parse)
@@ -29,6 +30,7 @@ __all__ = [
     "ConversationBusy",
     "RequestTooLarge",
     "RateLimited",
+    "ResearchQuotaExhausted",
     "UpstreamError",
     "UpstreamCut",
     "InvalidJsonOutput",
@@ -114,6 +116,12 @@ class RateLimited(KimiError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class ResearchQuotaExhausted(RateLimited):
+    """The account's research quota is used up; its plain turns still go through."""
+
+    code = "research_quota_exhausted"
 
 
 class UpstreamError(KimiError):

@@ -35,7 +35,12 @@ class KimiService:
         self.settings = settings
         self.store = store or open_configured_store(settings)
         self.upstream = upstream or make_upstream(settings)
-        self.accounts = Accounts(self.store, self.upstream, settings.cooldown_seconds)
+        self.accounts = Accounts(
+            self.store,
+            self.upstream,
+            max_concurrent=settings.max_concurrent_per_account,
+            wait_seconds=settings.pool_wait_seconds,
+        )
         self.conversations = Conversations(self.store, settings.conversation_ttl_seconds)
         self.stream_slots = StreamSlots(settings.max_streams_per_worker)
         self.token_checks = SlidingWindowLimit(

@@ -17,6 +17,7 @@ PROTOCOLS = ("web", "legacy")
 # Defaults that other modules share (the stream parsers, parse_chat_request): named once here.
 COOLDOWN_SECONDS = 600.0  # how long a rate-limited or dead account rests, unless Kimi says
 MAX_FILES_PER_MESSAGE = 10
+MAX_CONCURRENT_PER_ACCOUNT = 2  # turns one server-pool account runs at once
 # A request with dead tokens stops after this many accounts, however many it names.
 MAX_ACCOUNTS_TRIED = 3
 
@@ -49,6 +50,8 @@ class Settings:
     file_parse_timeout: float = 30.0
     reasoning_output: str = DEFAULT_REASONING_MODE
     max_streams_per_worker: int = 1000
+    max_concurrent_per_account: int = MAX_CONCURRENT_PER_ACCOUNT
+    pool_wait_seconds: float = 0.0
     max_request_mb: float = 10.0
     max_tokens_per_header: int = 10
     token_checks_per_minute: int = 10
@@ -100,6 +103,12 @@ class Settings:
             allow_private_file_urls=_flag(env, "ALLOW_PRIVATE_FILE_URLS"),
             max_streams_per_worker=int(
                 _number(env, "MAX_STREAMS_PER_WORKER", cls.max_streams_per_worker)
+            ),
+            max_concurrent_per_account=int(
+                _number(env, "KIMI_MAX_CONCURRENT_PER_ACCOUNT", cls.max_concurrent_per_account)
+            ),
+            pool_wait_seconds=_number(
+                env, "POOL_WAIT_SECONDS", cls.pool_wait_seconds, allow_zero=True
             ),
             max_request_mb=_number(env, "MAX_REQUEST_MB", cls.max_request_mb),
             max_tokens_per_header=int(
@@ -155,7 +164,9 @@ def _state_url(env: Mapping[str, str]) -> str:
     return ""
 
 
-def _number(env: Mapping[str, str], name: str, default: float) -> float:
+def _number(
+    env: Mapping[str, str], name: str, default: float, *, allow_zero: bool = False
+) -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -163,6 +174,6 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError as exc:
         raise ValueError(f"{name} must be a number, not {raw!r}") from exc
-    if value <= 0:
-        raise ValueError(f"{name} must be positive")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'zero or ' if allow_zero else ''}positive")
     return value

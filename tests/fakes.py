@@ -53,6 +53,7 @@ class FakeUpstream:
         self._refresh_failures: dict[str, deque[Exception]] = defaultdict(deque)
         self._delete_failures: deque[Exception] = deque()
         self._users: dict[str, str] = {}  # live refresh token -> user
+        self._revoked: set[str] = set()  # users whose turns Kimi rejects, however fresh the token
         self._serial = itertools.count(1)
 
     # Scripting
@@ -70,6 +71,13 @@ class FakeUpstream:
     def fail_refresh(self, user: str, error: Exception) -> None:
         """Make the next refresh of ``user``'s token raise ``error``."""
         self._refresh_failures[user].append(error)
+
+    def revoke(self, user: str) -> None:
+        """Reject every turn of ``user`` (refreshes still work) until ``restore``."""
+        self._revoked.add(user)
+
+    def restore(self, user: str) -> None:
+        self._revoked.discard(user)
 
     def fail_delete(self, error: Exception) -> None:
         """Make the next ``delete_chat`` raise ``error``."""
@@ -117,6 +125,8 @@ class FakeUpstream:
 
     def stream_turn(self, session: Session, target: TurnTarget) -> Generator[Event, None, None]:
         self.calls.append(Call("stream_turn", session.user_id, session.access_token, target))
+        if session.user_id in self._revoked:
+            return self._play([UpstreamAuthRejected("invalid claims: token is not active")])
         script = self._replies[session.user_id] or self._replies[ANY_ACCOUNT]
         if not script:
             raise AssertionError(f"No reply scripted for {session.user_id!r}")

@@ -6,12 +6,10 @@ replaced, by ``FakeUpstream``.
 
 from __future__ import annotations
 
-import random
-
 import pytest
 from fakes import FakeUpstream, answer
 
-from kimi.accounts import REASON_DEAD, REASON_RATE_LIMITED, Accounts
+from kimi.accounts import Accounts
 from kimi.chat_request import parse_chat_request
 from kimi.completions import TurnStream
 from kimi.conversations import Conversation, Conversations
@@ -23,9 +21,8 @@ from kimi.errors import (
     UpstreamError,
 )
 from kimi.events import ChatOpened, Citation, Finish, ReplyStarted, TextDelta
+from kimi.pool import REASON_RATE_LIMITED
 from kimi.store import open_store
-
-COOLDOWN_SECONDS = 600.0
 
 
 @pytest.fixture
@@ -40,18 +37,12 @@ def upstream() -> FakeUpstream:
 
 @pytest.fixture
 def accounts(store, upstream) -> Accounts:
-    return Accounts(store, upstream, COOLDOWN_SECONDS)
+    return Accounts(store, upstream)
 
 
 @pytest.fixture
 def conversations(store) -> Conversations:
     return Conversations(store, ttl=3600.0)
-
-
-@pytest.fixture(autouse=True)
-def first_ready_account(monkeypatch):
-    """Accounts are chosen at random; here the first ready one, so failover is predictable."""
-    monkeypatch.setattr(random, "choice", lambda seq: seq[0])
 
 
 def consume(turn: TurnStream) -> list:
@@ -118,7 +109,7 @@ def test_an_auth_rejection_is_retried_only_once(start, upstream, accounts, alice
     assert len(upstream.calls_of("stream_turn")) == 2
 
 
-def test_a_token_rejected_after_a_fresh_refresh_is_marked_dead_and_another_account_tried(
+def test_a_token_rejected_after_a_fresh_refresh_counts_a_failure_and_another_account_is_tried(
     start, upstream, accounts, alice, bob
 ):
     upstream.reply(UpstreamAuthRejected("rejected"), user="alice")
@@ -126,17 +117,19 @@ def test_a_token_rejected_after_a_fresh_refresh_is_marked_dead_and_another_accou
     assert text_of(start([alice, bob])) == "From bob"
     assert upstream.turn_users == ["alice", "bob"]
     assert len([c for c in upstream.calls_of("refresh") if c.user == "alice"]) == 1
-    assert accounts.cooldown(alice).reason == REASON_DEAD
+    (health,) = accounts.pool.health([alice])
+    assert health.auth_failures == 1 and health.dead_since is None
+    assert accounts.pool.cooldown(alice) is None  # one failure does not bench it
 
 
-def test_an_account_whose_refresh_token_is_rejected_is_skipped(start, upstream, accounts, bob):
+def test_an_account_whose_refresh_token_is_rejected_fails_over(start, upstream, accounts, bob):
     mallory = upstream.account("mallory")
     upstream.fail_refresh("mallory", UpstreamAuthRejected("refresh token revoked"))
     upstream.fail_refresh("mallory", UpstreamAuthRejected("refresh token revoked"))
     upstream.reply(*answer("From bob"), user="bob")
     assert text_of(start([mallory, bob])) == "From bob"
     assert upstream.turn_users == ["bob"]
-    assert accounts.cooldown(mallory).reason == REASON_DEAD
+    assert accounts.pool.health([mallory])[0].auth_failures == 1
 
 
 def test_a_refresh_failing_for_another_reason_does_not_bench_the_account(
@@ -145,13 +138,13 @@ def test_a_refresh_failing_for_another_reason_does_not_bench_the_account(
     upstream.fail_refresh("alice", UpstreamError("Kimi's auth service answered 500"))
     with pytest.raises(UpstreamError, match="answered 500"):
         consume(start([alice]))
-    assert accounts.cooldown(alice) is None
+    assert accounts.pool.cooldown(alice) is None
 
 
 def test_a_rotated_refresh_token_is_kept_for_the_next_refresh(store):
     upstream = FakeUpstream(rotate_refresh_tokens=True)
     alice = upstream.account("alice")
-    accounts = Accounts(store, upstream, COOLDOWN_SECONDS)
+    accounts = Accounts(store, upstream)
     accounts.session(alice)  # Kimi rotates: the token the client sent is dead from now on
     accounts.invalidate(alice)
     session, fresh = accounts.session(alice)
@@ -199,12 +192,12 @@ def test_a_rate_limited_account_cools_down_and_is_skipped_by_the_next_turn(
     consume(start([alice, bob]))
     assert text_of(start([alice, bob])) == "second"
     assert upstream.turn_users == ["alice", "bob", "bob"]
-    assert accounts.cooldown(alice).reason == REASON_RATE_LIMITED
+    assert accounts.pool.cooldown(alice).reason == REASON_RATE_LIMITED
 
 
 def test_every_account_cooling_is_429_with_retry_after(start, upstream, accounts, alice, bob):
-    accounts.cool_down(alice, 30, REASON_RATE_LIMITED)
-    accounts.cool_down(bob, 20, REASON_RATE_LIMITED)
+    accounts.pool.cool_down(alice, 30, REASON_RATE_LIMITED)
+    accounts.pool.cool_down(bob, 20, REASON_RATE_LIMITED)
     with pytest.raises(RateLimited) as caught:
         consume(start([alice, bob]))
     assert 0 < caught.value.retry_after <= 20
@@ -224,14 +217,15 @@ def test_every_account_rate_limited_within_one_turn_is_429(start, upstream, alic
 # Dead accounts
 
 
-def test_dead_server_pool_accounts_are_no_usable_account(start, upstream, alice, bob):
-    upstream.reply(UpstreamAuthRejected("rejected"), user="alice")
-    upstream.reply(UpstreamAuthRejected("rejected"), user="bob")
-    with pytest.raises(NoUsableAccount):
-        consume(start([alice, bob], server_pool=True))
-    with pytest.raises(NoUsableAccount):
-        consume(start([alice, bob], server_pool=True))
-    assert upstream.turn_users == ["alice", "bob"]
+def test_a_server_pool_rejected_everywhere_is_503_and_kimi_is_asked_again_next_time(
+    start, upstream, alice, bob
+):
+    for _ in range(2):
+        upstream.reply(UpstreamAuthRejected("rejected"), user="alice")
+        upstream.reply(UpstreamAuthRejected("rejected"), user="bob")
+        with pytest.raises(NoUsableAccount):
+            consume(start([alice, bob], server_pool=True))
+    assert upstream.turn_users == ["alice", "bob", "alice", "bob"]
 
 
 def test_a_single_dead_server_account_is_no_usable_account(start, upstream, alice):

@@ -11,7 +11,7 @@ from typing import Any
 import requests
 import sseclient
 
-from ..errors import RateLimited, UpstreamCut, UpstreamError
+from ..errors import ResearchQuotaExhausted, UpstreamCut, UpstreamError
 from ..events import ChatOpened, Event
 from ..files.sources import FileSource
 from ..history import FileRef, flatten_history
@@ -138,11 +138,11 @@ class LegacyUpstream:
         usage = self._request("GET", RESEARCH_USAGE_PATH, session, "checking the research quota")
         remain = usage.get("remain")
         if isinstance(remain, (int, float)) and remain <= 0:
-            raise RateLimited(
+            # Only research mode is out: the account goes on serving plain turns.
+            raise ResearchQuotaExhausted(
                 f"The research quota of this account is used up ({usage.get('used')}/"
                 f"{usage.get('total')}); use another model or wait for it to renew.",
                 retry_after=self.settings.cooldown_seconds,
-                code="research_quota_exhausted",
             )
 
     def _completion(
