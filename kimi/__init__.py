@@ -25,8 +25,10 @@ def create_app(settings: Settings | None = None, service: KimiService | None = N
     app.extensions["kimi"] = service or KimiService(settings)
     init_cors(app)
     init_error_handlers(app)
+    from .anthropic_routes import bp as anthropic_bp
     from .routes import bp
 
     app.register_blueprint(bp)
+    app.register_blueprint(anthropic_bp)
     logging.getLogger("kimi").setLevel(logging.INFO)
     return app

@@ -6,7 +6,7 @@ whether it becomes an HTTP error (before the first byte) or an in-stream error (
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 FINISH_STOP = "stop"
 FINISH_LENGTH = "length"
@@ -72,9 +72,14 @@ class ToolCall:
 
 @dataclass(frozen=True)
 class Finish:
-    """The turn ended normally; ``reason`` is an OpenAI ``finish_reason``."""
+    """The turn ended normally; ``reason`` is an OpenAI ``finish_reason``.
+
+    ``stop_sequence`` names the client's stop string that ended the text, when one did (the
+    Anthropic surface reports it); a detail, not part of what makes two finishes equal.
+    """
 
     reason: str = FINISH_STOP
+    stop_sequence: str | None = field(default=None, compare=False)
 
 
 Event = ChatOpened | ReplyStarted | TextDelta | ReasoningDelta | Citation | Finish

@@ -201,7 +201,8 @@ def cut_at_stop(events: Iterable[ContentEvent], stops: Iterable[str]) -> Iterato
             if cut is not None:
                 if text[:cut]:
                     yield TextDelta(text[:cut])
-                yield Finish(FINISH_STOP)
+                matched = min((s for s in stops if text.startswith(s, cut)), key=len)
+                yield Finish(FINISH_STOP, stop_sequence=matched)
                 return
             keep = _stop_prefix_length(text, stops)
             held = text[len(text) - keep :]

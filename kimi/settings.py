@@ -20,6 +20,8 @@ MAX_FILES_PER_MESSAGE = 10
 MAX_CONCURRENT_PER_ACCOUNT = 2  # turns one server-pool account runs at once
 # A request with dead tokens stops after this many accounts, however many it names.
 MAX_ACCOUNTS_TRIED = 3
+# Anthropic model names (glob patterns, first match wins) and the Kimi model each one runs as.
+DEFAULT_ANTHROPIC_MODEL_MAP = (("claude-*", "kimi"),)
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class Settings:
     max_tokens_per_header: int = 10
     token_checks_per_minute: int = 10
     allow_public_pool: bool = False
+    anthropic_model_map: tuple[tuple[str, str], ...] = DEFAULT_ANTHROPIC_MODEL_MAP
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -117,6 +120,7 @@ class Settings:
             token_checks_per_minute=int(
                 _number(env, "TOKEN_CHECKS_PER_MINUTE", cls.token_checks_per_minute)
             ),
+            anthropic_model_map=_model_map(env.get("ANTHROPIC_MODEL_MAP", "")),
             reasoning_output=parse_reasoning_mode(
                 env.get("REASONING_OUTPUT", "").strip() or None, name="REASONING_OUTPUT"
             ),
@@ -144,6 +148,22 @@ class Settings:
 
 def _url(value: str | None, default: str) -> str:
     return (value or "").strip().rstrip("/") or default
+
+
+def _model_map(raw: str) -> tuple[tuple[str, str], ...]:
+    """``ANTHROPIC_MODEL_MAP``: ``pattern=model`` pairs, comma-separated, in the order tried."""
+    if not raw.strip():
+        return DEFAULT_ANTHROPIC_MODEL_MAP
+    pairs = []
+    for item in filter(str.strip, raw.split(",")):
+        pattern, sep, model = (part.strip() for part in item.partition("="))
+        if not sep or not pattern or not model:
+            raise ValueError(
+                f"ANTHROPIC_MODEL_MAP entries are pattern=model (claude-sonnet*=kimi-thinking), "
+                f"not {item.strip()!r}"
+            )
+        pairs.append((pattern, model))
+    return tuple(pairs)
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

@@ -1,0 +1,125 @@
+"""The Anthropic surface: ``POST /v1/messages`` and ``/v1/messages/count_tokens``.
+
+The same turn engine as chat completions, with Anthropic's request model, encoder and error
+shape; errors raised here answer in Anthropic's shape, the OpenAI routes keep OpenAI's.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterator
+
+from flask import Blueprint, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from .anthropic_encoder import Answer, MessageEncoder, error_body
+from .anthropic_request import MessagesRequest, parse_messages_request
+from .auth import Pool, resolve_pool
+from .completions import TurnStream
+from .errors import KimiError
+from .keepalive import KeepAliveStream
+from .routes import STREAM_HEADERS, _batched, _json_body, _until_content, service
+from .usage import estimate_tokens
+
+log = logging.getLogger(__name__)
+bp = Blueprint("anthropic", __name__)
+
+API_KEY_HEADER = "x-api-key"
+
+
+@bp.post("/v1/messages")
+def messages() -> Response:
+    pool = _pool()
+    parsed = _parse(require_max_tokens=True)
+    turn = service().start_turn(parsed.chat, pool)
+    encoder = MessageEncoder(parsed)
+    if parsed.stream:
+        return _stream(turn, encoder)
+    with turn:
+        answer = Answer.collect(turn, parsed)
+    return jsonify(encoder.message(answer))
+
+
+@bp.post("/v1/messages/count_tokens")
+def count_tokens() -> Response:
+    """The estimate ``usage`` reports, over the prompt the turn would send."""
+    _pool()
+    parsed = _parse(require_max_tokens=False)
+    return jsonify({"input_tokens": estimate_tokens(parsed.chat.prompt)})
+
+
+def _pool() -> Pool:
+    """Anthropic clients send ``x-api-key`` (or ``Authorization: Bearer``, as Claude Code does
+    with ANTHROPIC_AUTH_TOKEN); either is checked as the chat routes check a bearer token."""
+    key = request.headers.get(API_KEY_HEADER, "").strip()
+    authorization = f"Bearer {key}" if key else request.headers.get("Authorization")
+    return resolve_pool(service().settings, authorization)
+
+
+def _parse(*, require_max_tokens: bool) -> MessagesRequest:
+    settings = service().settings
+    return parse_messages_request(
+        _json_body(),
+        model_map=settings.anthropic_model_map,
+        max_files=settings.max_files_per_message,
+        require_max_tokens=require_max_tokens,
+    )
+
+
+def _stream(turn: TurnStream, encoder: MessageEncoder) -> Response:
+    """As the chat completions route streams: a stream slot, keep-alives during silence, and
+    a real HTTP error until the first content event."""
+    slots = service().stream_slots
+    slots.take()
+    events = KeepAliveStream(turn, service().settings.keepalive_seconds)
+    iterator = iter(events)
+    try:
+        head = _until_content(iterator)
+    except BaseException:
+        events.close()
+        slots.give_back()
+        raise
+    finished = False
+
+    def finish() -> None:
+        nonlocal finished
+        if not finished:
+            finished = True
+            events.close()
+            slots.give_back()
+
+    def body() -> Iterator[bytes]:
+        try:
+            yield from _batched(encoder.stream(itertools.chain(head, iterator)), events.ready)
+        finally:
+            finish()
+
+    response = Response(body(), mimetype="text/event-stream", headers=STREAM_HEADERS)
+    response.call_on_close(finish)
+    return response
+
+
+@bp.errorhandler(KimiError)
+def _kimi_error(exc: KimiError) -> Response:
+    return _error_response(exc)
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(exc: HTTPException) -> Response:
+    error = KimiError(exc.description or exc.name)
+    error.status = exc.code or 500
+    return _error_response(error)
+
+
+@bp.errorhandler(Exception)
+def _unexpected_error(exc: Exception) -> Response:
+    log.exception("Unexpected error: %s", type(exc).__name__)
+    return _error_response(KimiError("The service hit an unexpected error."))
+
+
+def _error_response(exc: KimiError) -> Response:
+    response = jsonify(error_body(exc))
+    response.status_code = exc.status
+    response.headers.update(exc.headers())
+    return response
