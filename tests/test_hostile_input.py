@@ -315,6 +315,13 @@ def test_max_tokens_per_header_is_a_setting(make_settings, account, emulator):
     assert Settings.from_env({"MAX_TOKENS_PER_HEADER": "2"}).max_tokens_per_header == 2
 
 
+def test_a_chat_with_many_dead_tokens_tries_only_a_few_accounts(settings, client, emulator):
+    response = chat(client, dead_tokens(settings.max_tokens_per_header))
+    assert response.status_code == 401
+    tried = {call["body"]["refresh_token"] for call in upstream_calls(emulator, "RefreshToken")}
+    assert 0 < len(tried) <= MAX_ACCOUNTS_TRIED
+
+
 def test_models_checks_only_the_first_few_of_many_dead_tokens(settings, client, emulator):
     response = client.get("/v1/models", headers=dead_tokens(settings.max_tokens_per_header))
     assert response.status_code == 401
