@@ -14,10 +14,11 @@ from contextlib import contextmanager
 from ..errors import StateStoreUnavailable
 from .outage import OutageLog
 from .sqlite_files import (
+    companion_identities,
     file_identity,
     folder_lock,
     make_private_file,
-    remove_orphaned_companions,
+    remove_companions,
     restrict_to_owner,
     state_file_path,
 )
@@ -49,7 +50,8 @@ class SQLiteStore:
     connection per thread would mean one per request under gevent, where threads are greenlets.
     Every call first checks that the file at ``path`` is still the one the connection has open:
     a file deleted while running is made again (with what this process still reads from the old
-    one), a replaced one is opened anew. Any SQLite or file error becomes
+    one), a replaced one (a restored backup, or junk) is opened anew without the old file's
+    ``-wal``/``-shm``. Any SQLite or file error becomes
     ``StateStoreUnavailable`` and drops the connection, so the next call starts afresh.
     """
 
@@ -59,6 +61,7 @@ class SQLiteStore:
         self._db: sqlite3.Connection | None = None
         self._pid = 0
         self._identity: tuple[int, int] | None = None
+        self._companions: dict[str, tuple[int, int] | None] = {}
         self._writes = 0
         self._health_key = f"health:{uuid.uuid4().hex}"
         self._outage = OutageLog(self.describe())
@@ -127,7 +130,9 @@ class SQLiteStore:
             kept: list[tuple[str, str, float | None]] = []
             if file_identity(self.path) is None:
                 kept = _salvage(old) if old is not None else []
-                remove_orphaned_companions(self.path)
+                remove_companions(self.path)  # no database file: they are orphans
+            elif old is not None:
+                remove_companions(self.path, only=self._companions)
             if old is not None:
                 old.close()
             conn = _open(self.path)
@@ -141,6 +146,7 @@ class SQLiteStore:
                 )
             self._db, self._pid = conn, os.getpid()
             self._identity = file_identity(self.path)
+            self._companions = companion_identities(self.path)
         return conn
 
     def _drop(self) -> None:

@@ -99,15 +99,25 @@ def file_identity(path: str) -> tuple[int, int] | None:
     return (info.st_dev, info.st_ino)
 
 
-def remove_orphaned_companions(path: str) -> None:
-    """Delete ``-wal``/``-shm`` files left by a database file that was deleted.
+def companion_identities(path: str) -> dict[str, tuple[int, int] | None]:
+    """The identity of each companion file now, by suffix."""
+    return {suffix: file_identity(path + suffix) for suffix in COMPANION_SUFFIXES}
 
-    A new file must not start with them: SQLite would read the old file's pages through them.
-    Call only while holding ``folder_lock`` and after seeing that ``path`` is gone.
+
+def remove_companions(path: str, only: dict[str, tuple[int, int] | None] | None = None) -> None:
+    """Delete the ``-wal``/``-shm`` files of a database file that was deleted or replaced.
+
+    A new file must not start with them: SQLite would read the old file's pages through them
+    (a file replaced by junk would even look fine). With ``only``, a companion is deleted only
+    while it is still the very file named there, the one the old connection used; companions a
+    sibling process made for the new file since are left alone. Call under ``folder_lock``.
     """
     for suffix in COMPANION_SUFFIXES:
+        name = path + suffix
+        if only is not None and (only[suffix] is None or file_identity(name) != only[suffix]):
+            continue
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(path + suffix)
+            os.unlink(name)
 
 
 @contextlib.contextmanager
