@@ -372,3 +372,78 @@ def test_by_default_every_claude_model_runs_as_kimi():
 def test_a_malformed_model_map_refuses_to_start(raw):
     with pytest.raises(ValueError, match="ANTHROPIC_MODEL_MAP"):
         Settings.from_env({"ANTHROPIC_MODEL_MAP": raw})
+
+
+# --- failures and silence ------------------------------------------------------------------
+
+
+def raw_stream(client, auth, content: str = "hi") -> str:
+    body = {"model": "claude-sonnet-4", "max_tokens": 200, "stream": True, "messages": ask(content)}
+    response = client.post("/v1/messages", json=body, headers=auth)
+    assert response.status_code == 200
+    return response.get_data(as_text=True)
+
+
+def event_names(body: str) -> list[str]:
+    return [line[len("event: ") :] for line in body.splitlines() if line.startswith("event: ")]
+
+
+@pytest.mark.parametrize("fault", ["cut", "stream_error"])
+def test_a_stream_that_breaks_after_starting_ends_with_an_error_event(
+    client, auth, emulator, fault
+):
+    emulator.state.add_fault(fault)
+    names = event_names(raw_stream(client, auth))
+    assert names[0] == "message_start"
+    assert names[-1] == "error" and "message_stop" not in names
+
+
+@BOTH
+def test_the_sdk_raises_when_a_stream_breaks_after_starting(sdk, emulator):
+    emulator.state.add_fault("cut")
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        with sdk.messages.stream(model="claude-sonnet-4", max_tokens=200, messages=ask("hi")) as s:
+            s.get_final_message()
+    assert caught.value.body["error"]["type"] == "api_error"
+
+
+@BOTH
+def test_a_rate_limit_before_the_first_byte_is_the_sdks_rate_limit_error(sdk, emulator):
+    emulator.state.add_fault("limit")
+    with pytest.raises(anthropic.RateLimitError) as caught:
+        with sdk.messages.stream(model="claude-sonnet-4", max_tokens=200, messages=ask("hi")) as s:
+            s.get_final_message()
+    assert caught.value.body["error"]["type"] == "rate_limit_error"
+    assert caught.value.response.headers["retry-after"]
+
+
+@BOTH
+def test_moderation_is_stop_reason_refusal(sdk, emulator):
+    emulator.state.add_fault("moderation")
+    message = sdk.messages.create(model="claude-sonnet-4", max_tokens=200, messages=ask("hi"))
+    assert message.stop_reason == "refusal"
+
+
+@BOTH
+def test_silence_is_filled_with_ping_events(make_settings, auth, emulator):
+    client = create_app(make_settings(keepalive_seconds=0.05)).test_client()
+    emulator.state.add_fault("silence", seconds=0.4)
+    names = event_names(raw_stream(client, auth))
+    assert "ping" in names
+    assert [name for name in names if name != "ping"][-1] == "message_stop"
+
+
+def test_a_plain_text_document_reaches_the_model(sdk, emulator):
+    notes = "The meeting moved to Thursday."
+    document = {
+        "type": "document",
+        "source": {"type": "text", "media_type": "text/plain", "data": notes},
+        "title": "notes.txt",
+    }
+    message = sdk.messages.create(
+        model="claude-sonnet-4",
+        max_tokens=200,
+        messages=ask([document, {"type": "text", "text": "When is the meeting?"}]),
+    )
+    assert message.stop_reason == "end_turn"
+    assert notes in sent_prompt(emulator, "web")
