@@ -201,9 +201,15 @@ class RedisServer:
                 pytest.fail(message)  # CI installs it: a missing server is a broken run
             pytest.skip(message)
         self.port = free_port()
-        argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        argv += ["--appendonly", "no", "--requirepass", self.PASSWORD, "--dir", str(workdir)]
-        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        self.argv += ["--appendonly", "no", "--requirepass", self.PASSWORD, "--dir", str(workdir)]
+        self.start()
+
+    def start(self) -> None:
+        """Start the server (again, after ``stop``: same port, empty)."""
+        self.process = subprocess.Popen(
+            self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         self._wait_until_ready()
 
     @property

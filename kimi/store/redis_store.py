@@ -56,9 +56,10 @@ class RedisStore:
     """``StateStore`` on Redis: every key under ``prefix``, expiring values with a TTL.
 
     Connect and read timeouts of ``timeout`` seconds make an outage (down, or hung) fail fast
-    with ``StateStoreUnavailable``; a dropped connection is retried once at once (Redis
-    restarted), a timeout is not (Redis hung: waiting twice helps nobody). The pool reconnects
-    on the next call, so the service recovers by itself when Redis is back.
+    with ``StateStoreUnavailable``. A connection dropped under a command is retried once at
+    once (Redis closed it between checkout and send), a timeout is not (Redis hung: waiting
+    twice helps nobody). The pool reconnects on the next call, so the service recovers by
+    itself when Redis is back.
     """
 
     def __init__(self, url: str, *, prefix: str, timeout: float) -> None:
