@@ -142,7 +142,7 @@ class MessageEncoder:
             raise UpstreamCut()
         except KimiError as exc:
             log.warning("Stream failed after it started: %s", exc.message)
-            yield sse("error", error_body(exc))
+            yield sse("error", error_body(exc.status, exc.message))
 
     def _start(self) -> dict[str, Any]:
         message = self._envelope([], None, None, 0)
@@ -251,9 +251,9 @@ def _stop(finish_reason: str | None, stop_sequence: str | None) -> tuple[str, st
     return STOP_REASONS.get(finish_reason or FINISH_STOP, "end_turn"), None
 
 
-def error_body(exc: KimiError) -> dict[str, Any]:
-    """Anthropic's error object for one of the service's errors."""
-    return {"type": "error", "error": {"type": error_type(exc.status), "message": exc.message}}
+def error_body(status: int, message: str) -> dict[str, Any]:
+    """Anthropic's error object for an error answered with HTTP ``status``."""
+    return {"type": "error", "error": {"type": error_type(status), "message": message}}
 
 
 def error_type(status: int) -> str:

@@ -102,24 +102,22 @@ def _stream(turn: TurnStream, encoder: MessageEncoder) -> Response:
 
 @bp.errorhandler(KimiError)
 def _kimi_error(exc: KimiError) -> Response:
-    return _error_response(exc)
+    return _error_response(exc.status, exc.message, exc.headers())
 
 
 @bp.errorhandler(HTTPException)
 def _http_error(exc: HTTPException) -> Response:
-    error = KimiError(exc.description or exc.name)
-    error.status = exc.code or 500
-    return _error_response(error)
+    return _error_response(exc.code or 500, exc.description or exc.name)
 
 
 @bp.errorhandler(Exception)
 def _unexpected_error(exc: Exception) -> Response:
     log.exception("Unexpected error: %s", type(exc).__name__)
-    return _error_response(KimiError("The service hit an unexpected error."))
+    return _error_response(500, "The service hit an unexpected error.")
 
 
-def _error_response(exc: KimiError) -> Response:
-    response = jsonify(error_body(exc))
-    response.status_code = exc.status
-    response.headers.update(exc.headers())
+def _error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    response = jsonify(error_body(status, message))
+    response.status_code = status
+    response.headers.update(headers or {})
     return response

@@ -447,3 +447,18 @@ def test_a_plain_text_document_reaches_the_model(sdk, emulator):
     )
     assert message.stop_reason == "end_turn"
     assert notes in sent_prompt(emulator, "web")
+
+
+def test_a_body_that_is_not_json_is_an_anthropic_error(client, auth):
+    response = client.post("/v1/messages", data="hi", headers=auth)
+    assert response.status_code == 400
+    assert response.get_json()["type"] == "error"
+
+
+def test_a_body_over_the_limit_is_anthropics_request_too_large(make_settings, auth):
+    client = create_app(make_settings(max_request_mb=0.001)).test_client()
+    body = {"model": "claude-sonnet-4", "max_tokens": 10, "messages": ask("x" * 5000)}
+    response = client.post("/v1/messages", json=body, headers=auth)
+    assert response.status_code == 413
+    assert response.get_json()["type"] == "error"
+    assert response.get_json()["error"]["type"] == "request_too_large"
