@@ -57,6 +57,7 @@ class KimiService:
             accounts=self.accounts,
             conversations=self.conversations,
             upstream=self.upstream,
+            owner=pool.owner,
         )
 
     def check_token(self, token: str) -> TokenCheck:
