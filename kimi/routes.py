@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -22,19 +20,18 @@ from .errors import (
     NotFound,
     RequestTooLarge,
 )
-from .events import ChatOpened
 from .json_body import parse_json_body, read_limited, too_large_message
-from .keepalive import KeepAliveStream
 from .models import model_list
 from .service import KimiService
+from .streaming import STREAM_HEADERS, stream_turn  # noqa: F401 (the Anthropic routes
+from .streaming import batched as _batched  # noqa: F401 import these three from here)
+from .streaming import until_content as _until_content  # noqa: F401
 from .structured import repair_instruction
 from .tools import call_reminder
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
 
-# No Connection header: hop-by-hop headers are the server's to set, not a WSGI app's (PEP 3333).
-STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 WELCOME = """kimi-free-api is running.
 
 POST /v1/chat/completions   OpenAI chat completions (stream or not)
@@ -85,61 +82,7 @@ def _collect(chat: ChatRequest, turn: TurnStream) -> Reply:
 
 
 def _stream(chat: ChatRequest, turn: TurnStream) -> Response:
-    slots = service().stream_slots
-    slots.take()  # before anything reaches Kimi
-    events = KeepAliveStream(turn, service().settings.keepalive_seconds)
-    iterator = iter(events)
-    try:
-        # Before the first byte a failure is still a real HTTP error: wait for content (or a
-        # keep-alive), past the chat's id.
-        head = _until_content(iterator)
-    except BaseException:
-        events.close()
-        slots.give_back()
-        raise
-    encoder = CompletionEncoder(chat)
-    finished = False
-
-    def finish() -> None:
-        nonlocal finished
-        if not finished:
-            finished = True
-            events.close()
-            slots.give_back()
-
-    def body():
-        try:
-            yield from _batched(encoder.stream(itertools.chain(head, iterator)), events.ready)
-        finally:
-            finish()
-
-    response = Response(body(), mimetype="text/event-stream", headers=STREAM_HEADERS)
-    # Also when the client is gone before the body started: a generator that never ran has no
-    # finally to run.
-    response.call_on_close(finish)
-    return response
-
-
-def _batched(pieces: Iterator[bytes], more_ready: Callable[[], bool]) -> Iterator[bytes]:
-    """Join the pieces that are ready together: one socket write for a burst of events."""
-    batch: list[bytes] = []
-    for piece in pieces:
-        batch.append(piece)
-        if not more_ready():
-            yield b"".join(batch)
-            batch.clear()
-    if batch:
-        yield b"".join(batch)
-
-
-def _until_content(events: Iterator[Any]) -> list[Any]:
-    """The items up to the first one that is not a ``ChatOpened``, that one included."""
-    head = []
-    for item in events:
-        head.append(item)
-        if not isinstance(item, ChatOpened):
-            break
-    return head
+    return stream_turn(service(), turn, CompletionEncoder(chat).stream)
 
 
 @bp.get("/v1/models")
