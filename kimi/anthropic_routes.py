@@ -6,9 +6,7 @@ shape; errors raised here answer in Anthropic's shape, the OpenAI routes keep Op
 
 from __future__ import annotations
 
-import itertools
 import logging
-from collections.abc import Iterator
 
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -16,10 +14,9 @@ from werkzeug.exceptions import HTTPException
 from .anthropic_encoder import Answer, MessageEncoder, error_body
 from .anthropic_request import MessagesRequest, parse_messages_request
 from .auth import Pool, resolve_pool
-from .completions import TurnStream
 from .errors import KimiError
-from .keepalive import KeepAliveStream
-from .routes import STREAM_HEADERS, _batched, _json_body, _until_content, service
+from .routes import _json_body, service
+from .streaming import stream_turn
 from .usage import estimate_tokens
 
 log = logging.getLogger(__name__)
@@ -35,7 +32,7 @@ def messages() -> Response:
     turn = service().start_turn(parsed.chat, pool)
     encoder = MessageEncoder(parsed)
     if parsed.stream:
-        return _stream(turn, encoder)
+        return stream_turn(service(), turn, encoder.stream)
     with turn:
         answer = Answer.collect(turn, parsed)
     return jsonify(encoder.message(answer))
@@ -65,39 +62,6 @@ def _parse(*, require_max_tokens: bool) -> MessagesRequest:
         max_files=settings.max_files_per_message,
         require_max_tokens=require_max_tokens,
     )
-
-
-def _stream(turn: TurnStream, encoder: MessageEncoder) -> Response:
-    """As the chat completions route streams: a stream slot, keep-alives during silence, and
-    a real HTTP error until the first content event."""
-    slots = service().stream_slots
-    slots.take()
-    events = KeepAliveStream(turn, service().settings.keepalive_seconds)
-    iterator = iter(events)
-    try:
-        head = _until_content(iterator)
-    except BaseException:
-        events.close()
-        slots.give_back()
-        raise
-    finished = False
-
-    def finish() -> None:
-        nonlocal finished
-        if not finished:
-            finished = True
-            events.close()
-            slots.give_back()
-
-    def body() -> Iterator[bytes]:
-        try:
-            yield from _batched(encoder.stream(itertools.chain(head, iterator)), events.ready)
-        finally:
-            finish()
-
-    response = Response(body(), mimetype="text/event-stream", headers=STREAM_HEADERS)
-    response.call_on_close(finish)
-    return response
 
 
 @bp.errorhandler(KimiError)
