@@ -28,6 +28,18 @@ ensure_node_client() {
     fi
 }
 
+# The state store tests start their own redis-server on a free loopback port (never the
+# machine's Redis): the Debian package when missing, sudo only when not root.
+ensure_redis_server() {
+    local sudo=""
+    command -v redis-server >/dev/null && return
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    echo "Installing redis-server with apt-get..." >&2
+    $sudo apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+}
+
 case "${1:-}" in
 serve)
     ensure_venv requirements.txt
@@ -36,6 +48,7 @@ serve)
 test)
     ensure_venv requirements-dev.txt
     ensure_node_client
+    ensure_redis_server
     "$VENV/bin/ruff" check .
     "$VENV/bin/ruff" format --check .
     shift

@@ -9,7 +9,8 @@ import threading
 import uuid
 
 import pytest
-from helpers import chat, sse_events
+import yaml
+from helpers import ROOT, chat, sse_events
 
 from kimi import create_app
 from kimi.errors import StateStoreUnavailable
@@ -260,3 +261,12 @@ def test_two_instances_share_the_rotated_refresh_token_through_redis(
     elsewhere = dataclasses.replace(redis_settings, state_path=str(tmp_path / "other.db"))
     response = chat(create_app(elsewhere).test_client(), auth)
     assert response.status_code == 200, response.get_json()
+
+
+def test_compose_keeps_redis_opt_in_and_unpublished():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    redis_service = compose["services"]["redis"]
+    assert redis_service["profiles"] == ["redis"]  # plain "docker compose up" leaves it out
+    assert "ports" not in redis_service  # reachable by the service only, never the internet
+    assert "--requirepass" in redis_service["command"]
+    assert "KIMI_STATE_URL" in compose["services"]["kimi-free-api"]["environment"]
