@@ -369,3 +369,11 @@ def test_workers_opening_a_new_state_file_at_once_all_start(tmp_path):
         failed += [w.exitcode for w in workers if w.exitcode != 0]
     assert failed == []
     assert SQLiteStore(path).get(f"w{RACERS - 1}") == "ok"
+
+
+def test_no_writable_folder_at_all_is_a_clear_error(tmp_path, monkeypatch, unusable_path):
+    (tmp_path / "a-file").write_text("")  # the state folder cannot be made
+    (tmp_path / "not-a-dir").write_text("")  # nor the temp directory
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "not-a-dir"))
+    with pytest.raises(StateStoreUnavailable, match="KIMI_STATE_PATH"):
+        SQLiteStore(unusable_path)

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 # Connections one worker process keeps at most; a call waits up to the timeout for a free one.
 MAX_CONNECTIONS = 64
-HEALTH_TTL_MS = 60_000
+PING_TTL_MS = 60_000
 # Redis's own words are safe to show (they never echo a value), but kept short.
 MAX_CAUSE_CHARS = 120
 
@@ -77,7 +77,7 @@ class RedisStore:
         )
         self._client = redis.Redis(connection_pool=pool)
         self._compare_and_set = self._client.register_script(_COMPARE_AND_SET)
-        self._health_key = f"health:{uuid.uuid4().hex}"
+        self._ping_key = f"ping:{uuid.uuid4().hex}"
         self._outage = OutageLog(self.describe())
         try:
             self.ping()
@@ -108,8 +108,8 @@ class RedisStore:
 
     def ping(self) -> bool:
         nonce = uuid.uuid4().hex
-        key = self.prefix + self._health_key
-        self._call(self._client.set, key, nonce, px=HEALTH_TTL_MS)
+        key = self.prefix + self._ping_key
+        self._call(self._client.set, key, nonce, px=PING_TTL_MS)
         return self._call(self._client.get, key) == nonce
 
     def describe(self) -> str:

@@ -30,7 +30,7 @@ WAL_RETRY_SECONDS = 0.02
 # Expired rows are swept now and then rather than on every write.
 SWEEP_EVERY_WRITES = 200
 # The value ping() writes lives this long, so health checks leave nothing behind for good.
-HEALTH_TTL = 60.0
+PING_TTL = 60.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -63,7 +63,7 @@ class SQLiteStore:
         self._identity: tuple[int, int] | None = None
         self._companions: dict[str, tuple[int, int] | None] = {}
         self._writes = 0
-        self._health_key = f"health:{uuid.uuid4().hex}"
+        self._ping_key = f"ping:{uuid.uuid4().hex}"
         self._outage = OutageLog(self.describe())
         try:
             with self._connection():
@@ -94,8 +94,8 @@ class SQLiteStore:
 
     def ping(self) -> bool:
         nonce = uuid.uuid4().hex
-        self.put(self._health_key, nonce, ttl=HEALTH_TTL)
-        return self.get(self._health_key) == nonce
+        self.put(self._ping_key, nonce, ttl=PING_TTL)
+        return self.get(self._ping_key) == nonce
 
     def describe(self) -> str:
         return f"sqlite:{os.path.abspath(self.path)}"

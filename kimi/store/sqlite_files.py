@@ -38,7 +38,13 @@ def state_file_path(path: str) -> str:
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.exists(path) or _is_writable_folder(folder):
         return path
-    fallback = os.path.join(private_temp_folder(), os.path.basename(path))
+    try:
+        fallback = os.path.join(private_temp_folder(), os.path.basename(path))
+    except OSError as exc:
+        raise StateStoreUnavailable(
+            f"Neither the state folder {folder} nor the temp directory can be written "
+            f"({exc.strerror}). Set KIMI_STATE_PATH to a writable folder, or KIMI_STATE_URL."
+        ) from exc
     log.warning("State folder %s is not writable; using %s (lost on restart)", folder, fallback)
     return fallback
 
