@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from .anthropic_encoder import error_body as anthropic_error_body
 from .errors import KimiError
 
 log = logging.getLogger(__name__)
 
+# Routing errors (404, 405) are answered before any blueprint: this path gets Anthropic's shape.
+ANTHROPIC_PATH = "/v1/messages"
 HTTP_ERROR_TYPES = {
     404: "not_found_error",
     405: "invalid_request_error",
@@ -33,6 +36,10 @@ def kimi_error_response(exc: KimiError) -> Response:
 
 def _http_error_response(exc: HTTPException) -> Response:
     status = exc.code or 500
+    if request.path.startswith(ANTHROPIC_PATH):  # a 404/405 never reaches that blueprint
+        response = jsonify(anthropic_error_body(status, exc.description or exc.name))
+        response.status_code = status
+        return response
     body = {
         "error": {
             "message": exc.description or exc.name,

@@ -23,9 +23,7 @@ from .errors import (
 from .json_body import parse_json_body, read_limited, too_large_message
 from .models import model_list
 from .service import KimiService
-from .streaming import STREAM_HEADERS, stream_turn  # noqa: F401 (the Anthropic routes
-from .streaming import batched as _batched  # noqa: F401 import these three from here)
-from .streaming import until_content as _until_content  # noqa: F401
+from .streaming import stream_turn
 from .structured import repair_instruction
 from .tools import call_reminder
 

@@ -462,3 +462,10 @@ def test_a_body_over_the_limit_is_anthropics_request_too_large(make_settings, au
     assert response.status_code == 413
     assert response.get_json()["type"] == "error"
     assert response.get_json()["error"]["type"] == "request_too_large"
+
+
+def test_a_wrong_method_on_messages_answers_in_anthropics_shape(client):
+    response = client.get("/v1/messages")
+    assert response.status_code == 405
+    body = response.get_json()
+    assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
