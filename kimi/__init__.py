@@ -26,9 +26,11 @@ def create_app(settings: Settings | None = None, service: KimiService | None = N
     init_cors(app)
     init_error_handlers(app)
     from .anthropic_routes import bp as anthropic_bp
+    from .responses_routes import bp as responses_bp
     from .routes import bp
 
     app.register_blueprint(bp)
     app.register_blueprint(anthropic_bp)
+    app.register_blueprint(responses_bp)
     logging.getLogger("kimi").setLevel(logging.INFO)
     return app
