@@ -161,16 +161,21 @@ class _EventWriter:
             yield from self._open("reasoning")
             self.texts.append(event.text)
             yield self.event(
-                "response.reasoning_summary_text.delta", **self._at(), summary_index=0,
+                "response.reasoning_summary_text.delta",
+                **self._at(),
+                summary_index=0,
                 delta=event.text,
-            )  # fmt: skip
+            )
         elif isinstance(event, TextDelta) and event.text:
             yield from self._open("message")
             self.texts.append(event.text)
             yield self.event(
-                "response.output_text.delta", **self._at(), content_index=0, delta=event.text,
+                "response.output_text.delta",
+                **self._at(),
+                content_index=0,
+                delta=event.text,
                 logprobs=[],
-            )  # fmt: skip
+            )
         elif isinstance(event, ToolCall):
             yield from self.close(COMPLETED)
             yield from self._add(function_call_item(new_id("fc"), event, IN_PROGRESS, ""))

@@ -16,7 +16,9 @@ import requests
 from helpers import WEATHER_TOOL, upstream_calls, wait_until
 from pydantic import BaseModel
 
+from kimi import create_app
 from kimi.settings import PROTOCOLS
+from kimi.tokens import split_credentials
 from kimi.usage import estimate_tokens
 
 # Thinking tests run only under web (the legacy emulator does not think).
@@ -252,6 +254,36 @@ def test_a_stored_response_is_read_back_and_deleted_with_its_kimi_chat(sdk, emul
     assert wait_until(lambda: all(c["deleted"] for c in emulator.state.chats().values()))
     with pytest.raises(openai.NotFoundError):
         sdk.responses.retrieve(created.id)
+
+
+def test_a_streamed_response_is_stored_and_continued(sdk, emulator):
+    with sdk.responses.stream(model="kimi", input="keep 7") as stream:
+        first = stream.get_final_response()
+    assert sdk.responses.retrieve(first.id).output_text == first.output_text
+    second = sdk.responses.create(model="kimi", input="and?", previous_response_id=first.id)
+    assert second.output_text == "Emulator reply to: and?"
+    assert len(emulator.state.chats()) == 1  # the same Kimi chat, continued
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_another_api_key_can_neither_read_nor_continue_a_stored_response(
+    make_settings, account, emulator
+):
+    settings = make_settings(
+        kimi_tokens=tuple(split_credentials(account.refresh_token)), api_keys=("alpha", "beta")
+    )
+    client = create_app(settings).test_client()
+    alpha, beta = {"Authorization": "Bearer alpha"}, {"Authorization": "Bearer beta"}
+    created = client.post("/v1/responses", json={"input": "Hi"}, headers=alpha).get_json()
+    calls = len(emulator.state.calls())
+    assert client.get(f"/v1/responses/{created['id']}", headers=beta).status_code == 404
+    assert client.delete(f"/v1/responses/{created['id']}", headers=beta).status_code == 404
+    body = {"input": "and?", "previous_response_id": created["id"]}
+    stolen = client.post("/v1/responses", json=body, headers=beta)
+    assert stolen.status_code == 404
+    assert stolen.get_json()["error"]["param"] == "previous_response_id"
+    assert len(emulator.state.calls()) == calls  # nothing of it reached Kimi
+    assert client.get(f"/v1/responses/{created['id']}", headers=alpha).status_code == 200
 
 
 @BOTH
