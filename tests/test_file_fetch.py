@@ -12,7 +12,6 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import quote
@@ -32,6 +31,7 @@ LIMIT = 1024 * 1024
 BIG_FILE_BYTES = 100 * 1024 * 1024
 SMALL_BODY = b"hello from a small file\n"
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
+SLOW_SECONDS = 2.0
 
 
 # --- a file server on loopback -------------------------------------------------------------
@@ -41,6 +41,8 @@ LOOPBACK = ipaddress.ip_address("127.0.0.1")
 class FileServer:
     port: int
     hits: list[Request] = field(default_factory=list)
+    # Slow handlers wait on this; it is set when their test ends, so no handler outlives it.
+    release: threading.Event = field(default_factory=threading.Event)
 
     def url(self, path: str, host: str = "files.example.com", scheme: str = "http") -> str:
         return f"{scheme}://{host}:{self.port}{path}"
@@ -91,7 +93,7 @@ def _file_app(server: FileServer):
         if path == "/set-cookie":
             return Response(b"ok", headers={"Set-Cookie": "session=planted; Path=/"})
         if path == "/slow":
-            time.sleep(2)
+            server.release.wait(SLOW_SECONDS)
             return Response(b"late")
         if path == "/error":
             return Response(b"boom", status=500)
@@ -121,9 +123,11 @@ def file_server_instance() -> Iterator[FileServer]:
 
 
 @pytest.fixture
-def file_server(file_server_instance: FileServer) -> FileServer:
+def file_server(file_server_instance: FileServer) -> Iterator[FileServer]:
     file_server_instance.hits.clear()
-    return file_server_instance
+    file_server_instance.release.clear()
+    yield file_server_instance
+    file_server_instance.release.set()
 
 
 # --- resolvers and fetchers ----------------------------------------------------------------

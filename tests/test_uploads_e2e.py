@@ -114,6 +114,17 @@ def test_a_large_file_streams_through_with_its_bytes_intact(
     assert upload["content_length"] == str(BIG)
 
 
+def test_a_large_data_url_is_uploaded_with_its_bytes_intact(make_settings, auth, emulator):
+    client = create_app(make_settings(max_request_mb=32)).test_client()
+    payload = base64.b64encode(b"".join(big_chunks())).decode()
+    part = {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{payload}"}}
+    response = ask(client, auth, part)
+    assert response.status_code == 200, response.get_json()
+    (upload,) = emulator.state.uploads()
+    assert (upload["size"], upload["sha256"]) == (BIG, big_digest())
+    assert upload["content_length"] == str(BIG)
+
+
 def test_files_of_the_latest_message_only_are_uploaded(
     upload_client, auth, emulator, source_server
 ):

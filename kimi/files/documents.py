@@ -26,7 +26,7 @@ def read_documents(files: Sequence[FileRef], settings: Settings) -> list[Extract
 def _read(ref: FileRef, settings: Settings) -> ExtractedText:
     with FileSource(ref, settings) as source:
         return extract_text(
-            source.reader(),
+            source.file(),
             filename=source.name,
             content_type=source.content_type,
             charset=source.charset,

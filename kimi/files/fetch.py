@@ -135,7 +135,7 @@ class FetchedFile:
         self.filename = _filename(response.headers.get("Content-Disposition"), url)
         self._response = response
         self._chunks: Iterator[bytes] | None = None
-        self._buffer = b""
+        self._buffer = bytearray()
         self.bytes_read = 0
 
     def iter_chunks(self, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
@@ -160,10 +160,9 @@ class FetchedFile:
             if chunk is None:
                 break
             self._buffer += chunk
-        if size < 0:
-            data, self._buffer = self._buffer, b""
-        else:
-            data, self._buffer = self._buffer[:size], self._buffer[size:]
+        size = len(self._buffer) if size < 0 else size
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]  # bytearray: drops the front without copying the rest twice
         return data
 
     def close(self) -> None:

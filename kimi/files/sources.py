@@ -1,22 +1,23 @@
 """One attached file, opened for reading: from a ``data:`` URL or fetched safely from a URL.
 
 Opening checks everything that can be checked before Kimi is called (address, status, size,
-base64), so a bad file is a 400 with nothing sent upstream. The bytes are then streamed, never
-held whole: a source of known length streams straight from the URL, one of unknown length is
-spooled to a temporary file (in memory only up to a few MB) within the size limit.
+base64) and reads the whole file into a spool (a temporary file, in memory only up to a few
+MB), so a bad or slow file is a 400 with nothing sent upstream, and the source's time is over
+before Kimi's begins. Nothing holds a whole file in memory: a ``data:`` URL is decoded into the
+spool piece by piece, a URL's body is streamed into it within the size limit.
 """
 
 from __future__ import annotations
 
 import io
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import IO
 
 from ..history import FileRef
 from ..settings import Settings
-from .data_url import parse_data_url
-from .fetch import CHUNK_SIZE, FetchedFile, SafeFetcher
+from .data_url import open_data_url
+from .fetch import CHUNK_SIZE, SafeFetcher
 
 SPOOL_IN_MEMORY_BYTES = 8 * 1024 * 1024
 IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"})
@@ -49,51 +50,36 @@ class FileSource:
     declared, if it was), ``kind`` ("file"/"image"), ``length``.
 
     ``reader()`` may be called more than once (a turn retried on another account uploads
-    again); a URL whose first body was consumed is fetched again.
+    again): each reads the spool from its start.
     """
 
     def __init__(self, ref: FileRef, settings: Settings) -> None:
         self.ref = ref
-        self._data: bytes | None = None
-        self._spool: IO[bytes] | None = None
-        self._fetcher: SafeFetcher | None = None
-        self._fetched: FetchedFile | None = None
-        if ref.url.startswith("data:"):
-            decoded = parse_data_url(ref.url, settings.max_file_bytes, is_known_file_type)
-            self._data = decoded.data
-            self.charset = decoded.charset
-            content_type, filename, self.length = (
-                decoded.content_type,
-                decoded.filename,
-                len(decoded.data),
-            )
-        else:
-            self._fetcher = SafeFetcher(
-                settings.max_file_bytes,
-                timeout=settings.timeout,
-                allow_private=settings.allow_private_file_urls,
-            )
-            self._fetched = self._fetcher.open(ref.url)
-            self.charset = self._fetched.charset
-            content_type, filename, self.length = (
-                self._fetched.content_type,
-                self._fetched.filename,
-                self._fetched.length,
-            )
-            if self.length is None:
-                self._spool_body()
+        self._spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES)
+        try:
+            if ref.url.startswith("data:"):
+                content_type, filename = self._decode(ref.url, settings)
+            else:
+                content_type, filename = self._fetch(ref.url, settings)
+        except BaseException:
+            self._spool.close()
+            raise
+        self.length = self._spool.tell()
         self.content_type = content_type
         self.name = ref.filename or filename or ref.name
         self.kind = "image" if ref.kind == "image" or content_type.startswith("image/") else "file"
 
     def reader(self) -> ChunkReader:
-        """A file-like view of the bytes, with ``len()`` when the length is known."""
+        """A file-like view of the bytes, with ``len()``."""
         return ChunkReader(self._chunks(), self.length)
 
+    def file(self) -> IO[bytes]:
+        """The spool itself, at its start: a real file once ``fileno()`` is asked of it."""
+        self._spool.seek(0)
+        return self._spool
+
     def close(self) -> None:
-        for resource in (self._fetched, self._spool, self._fetcher):
-            if resource is not None:
-                resource.close()
+        self._spool.close()
 
     def __enter__(self) -> FileSource:
         return self
@@ -101,22 +87,32 @@ class FileSource:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _chunks(self) -> Iterator[bytes]:
-        if self._data is not None:
-            yield self._data
-        elif self._spool is not None:
-            self._spool.seek(0)
-            yield from iter(lambda: self._spool.read(CHUNK_SIZE), b"")
-        else:
-            fetched, self._fetched = self._fetched, None
-            yield from (fetched or self._fetcher.open(self.ref.url)).iter_chunks()
+    def _decode(self, url: str, settings: Settings) -> tuple[str, str | None]:
+        opened = open_data_url(url, settings.max_file_bytes, is_known_file_type)
+        self.charset = opened.charset
+        self._write(opened.chunks())
+        return opened.content_type, opened.filename
 
-    def _spool_body(self) -> None:
-        self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES)
-        for chunk in self._fetched.iter_chunks():  # stops with a 400 past the size limit
+    def _fetch(self, url: str, settings: Settings) -> tuple[str, str | None]:
+        with (
+            SafeFetcher(
+                settings.max_file_bytes,
+                timeout=settings.timeout,
+                allow_private=settings.allow_private_file_urls,
+            ) as fetcher,
+            fetcher.open(url) as fetched,
+        ):
+            self.charset = fetched.charset
+            self._write(fetched.iter_chunks())  # stops with a 400 past the size limit
+            return fetched.content_type, fetched.filename
+
+    def _write(self, chunks: Iterable[bytes]) -> None:
+        for chunk in chunks:
             self._spool.write(chunk)
-        self.length = self._spool.tell()
-        self._fetched = None
+
+    def _chunks(self) -> Iterator[bytes]:
+        self._spool.seek(0)
+        yield from iter(lambda: self._spool.read(CHUNK_SIZE), b"")
 
 
 class ChunkReader(io.RawIOBase):
@@ -126,7 +122,7 @@ class ChunkReader(io.RawIOBase):
     def __init__(self, chunks: Iterator[bytes], length: int | None) -> None:
         self._chunks = chunks
         self._length = length
-        self._buffer = b""
+        self._pending = memoryview(b"")
         self._position = 0
 
     def __len__(self) -> int:
@@ -142,13 +138,14 @@ class ChunkReader(io.RawIOBase):
         return self._position
 
     def readinto(self, target) -> int:
-        while not self._buffer:
+        # A view, never a slice: slicing a large chunk would copy its rest on every read.
+        while not self._pending:
             chunk = next(self._chunks, None)
             if chunk is None:
                 return 0
-            self._buffer = chunk
-        size = min(len(target), len(self._buffer))
-        target[:size] = self._buffer[:size]
-        self._buffer = self._buffer[size:]
+            self._pending = memoryview(chunk).cast("B")
+        size = min(len(target), len(self._pending))
+        target[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
         self._position += size
         return size
