@@ -33,6 +33,7 @@ bp = Blueprint("api", __name__)
 WELCOME = """kimi-free-api is running.
 
 POST /v1/chat/completions   OpenAI chat completions (stream or not)
+POST /v1/responses          OpenAI Responses API (GET, DELETE /v1/responses/<id>)
 GET  /v1/models             model list (GET /v1/models/<id> for one)
 POST /token/check           {"token": "..."} -> {"live": true|false|null, ...}
 GET  /healthz               status
