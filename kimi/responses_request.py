@@ -132,7 +132,7 @@ def parse_responses_request(
     echo = {
         "instructions": instructions[0].content if instructions else None,
         "max_output_tokens": max_output_tokens,
-        "parallel_tool_calls": tools.parallel if tools else body.get("parallel_tool_calls", True),
+        "parallel_tool_calls": body.get("parallel_tool_calls") is not False,
         "tools": body.get("tools") or [],
         "tool_choice": body.get("tool_choice", CHOICE_AUTO),
         "text": body.get("text") or {"format": {"type": "text"}},
