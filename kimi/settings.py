@@ -50,6 +50,9 @@ class Settings:
     max_document_chars: int = 200_000
     allow_private_file_urls: bool = False
     file_parse_timeout: float = 30.0
+    file_fetch_timeout: float = 60.0
+    file_fetch_min_kbps: float = 10.0
+    file_fetch_rate_window: float = 10.0
     reasoning_output: str = DEFAULT_REASONING_MODE
     max_streams_per_worker: int = 1000
     max_concurrent_per_account: int = MAX_CONCURRENT_PER_ACCOUNT
@@ -103,6 +106,11 @@ class Settings:
             ),
             max_document_chars=int(_number(env, "MAX_DOCUMENT_CHARS", cls.max_document_chars)),
             file_parse_timeout=_number(env, "FILE_PARSE_TIMEOUT", cls.file_parse_timeout),
+            file_fetch_timeout=_number(env, "FILE_FETCH_TIMEOUT", cls.file_fetch_timeout),
+            file_fetch_min_kbps=_number(env, "FILE_FETCH_MIN_KBPS", cls.file_fetch_min_kbps),
+            file_fetch_rate_window=_number(
+                env, "FILE_FETCH_RATE_WINDOW", cls.file_fetch_rate_window
+            ),
             allow_private_file_urls=_flag(env, "ALLOW_PRIVATE_FILE_URLS"),
             max_streams_per_worker=int(
                 _number(env, "MAX_STREAMS_PER_WORKER", cls.max_streams_per_worker)

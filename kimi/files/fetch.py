@@ -9,7 +9,9 @@ The rules, applied on the first request and again on every redirect hop:
 * the connection then goes to exactly the address that was checked (``PinnedAddressAdapter``),
   so a DNS answer that changes between check and connect (DNS rebinding) cannot redirect it;
   the ``Host`` header, TLS SNI and certificate verification still use the URL's hostname;
-* the body is streamed in chunks and cut off the moment it passes ``max_bytes``.
+* the body is streamed in chunks and cut off the moment it passes ``max_bytes``;
+* the whole fetch has a deadline, and the body a minimum rate (``fetch_budget``): a source that
+  trickles is cut off, its connection shut down, instead of holding the request for hours.
 
 Error choices: every failure is a ``BadRequest`` (400), including a timeout, because the slow
 or broken party is the user's own source, not Kimi; retrying against us will not fix it.
@@ -29,13 +31,17 @@ from urllib.parse import unquote, urljoin, urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 from requests.models import PreparedRequest
-from urllib3.exceptions import ReadTimeoutError
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import HTTPError, ReadTimeoutError
 
 from ..errors import BadRequest
 from .content_type import charset_param, media_type
+from .fetch_budget import FetchBudget, FetchLimits, watch_new_socket
 
 __all__ = [
     "CHUNK_SIZE",
+    "FetchLimits",
     "FetchedFile",
     "PinnedAddressAdapter",
     "SafeFetcher",
@@ -49,6 +55,10 @@ USER_AGENT = "kimi-free-api file fetcher"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 ALLOWED_SCHEMES = ("http", "https")
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
+DEFAULT_NAME = "document"
+DEFAULT_LIMITS = FetchLimits()
+# What a broken or cut-off body raises from urllib3's read1 (socket, TLS and protocol errors).
+_BODY_ERRORS = (requests.RequestException, HTTPError, OSError)
 # NAT64 gateways translate 64:ff9b::a.b.c.d to the IPv4 address a.b.c.d (RFC 6052).
 NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
 
@@ -92,13 +102,42 @@ class _PinnedRequest(PreparedRequest):
     server_hostname: str | None = None
 
 
+class _WatchedHTTPConnection(HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        watch_new_socket(self.sock)
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        watch_new_socket(self.sock)
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
 class PinnedAddressAdapter(HTTPAdapter):
     """Connects to the request's vetted address instead of resolving its hostname again.
 
     The urllib3 pool is keyed by that address; for https the pool also gets the hostname as
     ``server_hostname`` (SNI) and ``assert_hostname`` (certificate check). A request that
-    carries no vetted address is refused rather than sent.
+    carries no vetted address is refused rather than sent. Every connection it opens is put
+    under the budget of the fetch that opened it (``FetchBudget.connecting``).
     """
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        # An instance attribute: urllib3's module-level mapping stays as it is for everyone else.
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _WatchedHTTPPool,
+            "https": _WatchedHTTPSPool,
+        }
 
     def build_connection_pool_key_attributes(
         self, request: PreparedRequest, verify: Any, cert: Any = None
@@ -118,16 +157,18 @@ class PinnedAddressAdapter(HTTPAdapter):
 
 
 class FetchedFile:
-    """An open response body, streamed in chunks and cut off past ``max_bytes``.
+    """An open response body, streamed in chunks and cut off past ``max_bytes`` or once its
+    ``budget`` is spent.
 
     Use as a context manager, or call ``close()``; read it once, with ``iter_chunks()`` or
     ``read()``.
     """
 
-    def __init__(self, response: requests.Response, url: str, max_bytes: int):
+    def __init__(self, response: requests.Response, url: str, max_bytes: int, budget: FetchBudget):
         self.url = url
         self.host = urlsplit(url).hostname or ""
         self.max_bytes = max_bytes
+        self.budget = budget
         declared_type = response.headers.get("Content-Type")
         self.content_type = media_type(declared_type) or DEFAULT_CONTENT_TYPE
         self.charset = charset_param(declared_type)
@@ -139,17 +180,28 @@ class FetchedFile:
         self.bytes_read = 0
 
     def iter_chunks(self, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
-        """Yield the body in chunks; raise ``BadRequest`` as soon as it passes ``max_bytes``."""
+        """Yield the body in chunks of at most ``chunk_size``; raise ``BadRequest`` as soon as
+        it passes ``max_bytes`` or the budget is spent."""
+        self.budget.body_started()
         try:
-            for chunk in self._response.iter_content(chunk_size=chunk_size):
+            while chunk := self._read_some(chunk_size):
                 self.bytes_read += len(chunk)
                 if self.bytes_read > self.max_bytes:
                     raise _too_large(self.host, self.max_bytes)
+                self.budget.received(len(chunk))
                 yield chunk
-        except requests.RequestException as exc:
-            raise _broken_body(self.host, exc) from exc
+            # A body cut off by the budget can end like a whole one (no Content-Length).
+            self.budget.check()
         finally:
             self.close()
+
+    def _read_some(self, chunk_size: int) -> bytes:
+        # read1 returns what has arrived; read(n) would wait for all n bytes, however slowly
+        # they come, and the budget would only learn of them at the end.
+        try:
+            return self._response.raw.read1(chunk_size, decode_content=True)
+        except _BODY_ERRORS as exc:
+            raise self.budget.failure or _broken_body(self.host, exc) from exc
 
     def read(self, size: int = -1) -> bytes:
         """File-like ``read``: up to ``size`` bytes, or the whole (bounded) rest if negative."""
@@ -167,6 +219,7 @@ class FetchedFile:
 
     def close(self) -> None:
         self._response.close()
+        self.budget.close()
 
     def __enter__(self) -> FetchedFile:
         return self
@@ -178,8 +231,9 @@ class FetchedFile:
 class SafeFetcher:
     """Opens user-supplied URLs safely: public addresses only, bounded size and redirects.
 
-    ``timeout`` is requests' ``(connect, read)`` pair. ``allow_private`` lifts only the address
-    check (for tests and trusted deployments); ``is_allowed_address`` replaces the policy.
+    ``timeout`` is requests' ``(connect, read)`` pair, per socket operation; ``limits`` bound
+    the whole fetch. ``allow_private`` lifts only the address check (for tests and trusted
+    deployments); ``is_allowed_address`` replaces the policy.
     ``session`` is used only as a transport: the fetcher mounts ``PinnedAddressAdapter`` on it,
     never sends its default headers, auth or cookies, and makes it store no cookies.
     """
@@ -195,9 +249,11 @@ class SafeFetcher:
         *,
         is_allowed_address: AddressPolicy = is_public_address,
         verify: bool | str = True,
+        limits: FetchLimits = DEFAULT_LIMITS,
     ):
         self.max_bytes = max_bytes
         self.timeout = timeout
+        self.limits = limits
         self.max_redirects = max_redirects
         self.allow_private = allow_private
         self.resolver = resolver
@@ -211,12 +267,24 @@ class SafeFetcher:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
 
-    def open(self, url: str) -> FetchedFile:
-        """Open ``url``, following redirects; the caller must close the result."""
+    def open(self, url: str, name: str | None = None) -> FetchedFile:
+        """Open ``url``, following redirects; the caller must close the result.
+
+        ``name`` names the file in errors (else the URL's last path segment does).
+        """
+        name = name or _filename(None, url) or DEFAULT_NAME
+        budget = FetchBudget(self.limits, name, _host(url))
+        try:
+            return self._follow(url, budget)
+        except BaseException:
+            budget.close()
+            raise
+
+    def _follow(self, url: str, budget: FetchBudget) -> FetchedFile:
         for _ in range(self.max_redirects + 1):
-            response = self._send(url)
+            response = self._send(url, budget)
             if response.status_code not in REDIRECT_STATUSES:
-                return self._accept(response, url)
+                return self._accept(response, url, budget)
             location = response.headers.get("Location")
             response.close()
             if not location:
@@ -237,7 +305,7 @@ class SafeFetcher:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _send(self, url: str) -> requests.Response:
+    def _send(self, url: str, budget: FetchBudget) -> requests.Response:
         hostname, port, host_header = _check_url(url)
         address = self._vetted_address(hostname, port)
         request = _PinnedRequest()
@@ -250,28 +318,27 @@ class SafeFetcher:
                 "Accept": "*/*",
                 # Ask for the bytes as stored: the size limit then also bounds what we decode.
                 "Accept-Encoding": "identity",
+                # A connection serves one fetch only: its socket is watched by that fetch's budget.
+                "Connection": "close",
             },
         )
         request.pinned_address = str(address)
         request.server_hostname = hostname
+        connect_timeout, read_timeout = self.timeout
+        remaining = budget.remaining()
         try:
-            return self.session.send(
-                request,
-                stream=True,
-                timeout=self.timeout,
-                allow_redirects=False,
-                verify=self.verify,
-                proxies={},
-            )
-        except requests.Timeout as exc:
-            raise _timed_out(hostname) from exc
-        except requests.exceptions.SSLError as exc:
-            raise BadRequest(
-                f"Could not fetch the file: the TLS certificate of {hostname} failed verification.",
-                code="file_fetch_failed",
-            ) from exc
+            with budget.connecting():
+                return self.session.send(
+                    request,
+                    stream=True,
+                    timeout=(min(connect_timeout, remaining), min(read_timeout, remaining)),
+                    allow_redirects=False,
+                    verify=self.verify,
+                    proxies={},
+                )
         except requests.RequestException as exc:
-            raise _unreachable(hostname) from exc
+            budget.check()  # a spent budget is the reason, whatever the transport saw
+            raise _send_error(hostname, exc) from exc
 
     def _vetted_address(self, hostname: str, port: int) -> IPAddress:
         addresses = self._resolve(hostname, port)
@@ -300,7 +367,7 @@ class SafeFetcher:
             raise _unreachable(hostname)
         return addresses
 
-    def _accept(self, response: requests.Response, url: str) -> FetchedFile:
+    def _accept(self, response: requests.Response, url: str, budget: FetchBudget) -> FetchedFile:
         host = _host(url)
         if not 200 <= response.status_code < 300:
             response.close()
@@ -308,7 +375,7 @@ class SafeFetcher:
                 f"Could not fetch the file: {host} answered HTTP {response.status_code}.",
                 code="file_fetch_failed",
             )
-        fetched = FetchedFile(response, url, self.max_bytes)
+        fetched = FetchedFile(response, url, self.max_bytes, budget)
         if fetched.length is not None and fetched.length > self.max_bytes:
             fetched.close()
             raise _too_large(host, self.max_bytes)
@@ -381,6 +448,17 @@ def _filename(disposition: str | None, url: str) -> str | None:
     return name if name not in ("", ".", "..") else None
 
 
+def _send_error(hostname: str, exc: requests.RequestException) -> BadRequest:
+    if isinstance(exc, requests.Timeout):
+        return _timed_out(hostname)
+    if isinstance(exc, requests.exceptions.SSLError):
+        return BadRequest(
+            f"Could not fetch the file: the TLS certificate of {hostname} failed verification.",
+            code="file_fetch_failed",
+        )
+    return _unreachable(hostname)
+
+
 def _too_large(host: str, max_bytes: int) -> BadRequest:
     return BadRequest(
         f"The file at {host} is larger than the limit of {max_bytes} bytes.",
@@ -400,9 +478,8 @@ def _unreachable(host: str) -> BadRequest:
     )
 
 
-def _broken_body(host: str, exc: requests.RequestException) -> BadRequest:
-    # requests reports a read timeout inside iter_content as a ConnectionError.
-    if isinstance(exc, requests.Timeout) or isinstance(exc.__context__, ReadTimeoutError):
+def _broken_body(host: str, exc: BaseException) -> BadRequest:
+    if isinstance(exc, (requests.Timeout, ReadTimeoutError, TimeoutError)):
         return _timed_out(host)
     return BadRequest(
         f"Could not fetch the file: the connection to {host} broke while reading it.",

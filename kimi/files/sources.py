@@ -18,6 +18,7 @@ from ..history import FileRef
 from ..settings import Settings
 from .data_url import open_data_url
 from .fetch import CHUNK_SIZE, SafeFetcher
+from .fetch_budget import KB, FetchLimits
 
 SPOOL_IN_MEMORY_BYTES = 8 * 1024 * 1024
 IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"})
@@ -94,16 +95,23 @@ class FileSource:
         return opened.content_type, opened.filename
 
     def _fetch(self, url: str, settings: Settings) -> tuple[str, str | None]:
+        limits = FetchLimits(
+            total_seconds=settings.file_fetch_timeout,
+            min_bytes_per_second=settings.file_fetch_min_kbps * KB,
+            rate_window_seconds=settings.file_fetch_rate_window,
+        )
         with (
             SafeFetcher(
                 settings.max_file_bytes,
                 timeout=settings.timeout,
                 allow_private=settings.allow_private_file_urls,
+                limits=limits,
             ) as fetcher,
-            fetcher.open(url) as fetched,
+            fetcher.open(url, self.ref.filename or self.ref.name) as fetched,
         ):
             self.charset = fetched.charset
-            self._write(fetched.iter_chunks())  # stops with a 400 past the size limit
+            # Stops with a 400 past the size limit, the deadline or under the minimum rate.
+            self._write(fetched.iter_chunks())
             return fetched.content_type, fetched.filename
 
     def _write(self, chunks: Iterable[bytes]) -> None:
