@@ -14,8 +14,10 @@ import ssl
 import subprocess
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import requests
 from helpers import chat, upstream_calls
 
 from kimi import create_app
@@ -23,6 +25,8 @@ from kimi.errors import BadRequest
 from kimi.files.fetch import SafeFetcher
 from kimi.files.fetch_budget import FetchBudget, FetchLimits
 from kimi.settings import Settings
+
+GEVENT_WORKER_LOG = "Using worker: gevent"
 
 LIMIT = 1024 * 1024
 PAUSE = 0.02  # between trickled bytes: 50 bytes a second
@@ -35,12 +39,13 @@ FAST_ONLY = FetchLimits(total_seconds=30, min_bytes_per_second=1024, rate_window
 
 class TrickleSource:
     """A raw HTTP/1.1 server that answers every request with ``script``: a list of byte strings,
-    each sent ``pause`` seconds after the one before. ``gone`` is set when the client left
-    before the end, ``finished`` when the whole script was sent."""
+    each sent ``pause`` seconds after the one before. ``requested`` is set when a request was
+    read, ``gone`` when the client left before the end, ``finished`` when all was sent."""
 
     def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
         self.script: list[bytes] = []
         self.pause = PAUSE
+        self.requested = threading.Event()
         self.gone = threading.Event()
         self.finished = threading.Event()
         self._stop = threading.Event()
@@ -76,6 +81,7 @@ class TrickleSource:
                 if self._ssl_context is not None:
                     connection = self._ssl_context.wrap_socket(connection, server_side=True)
                 self._read_request(connection)
+                self.requested.set()
                 for index, piece in enumerate(self.script):
                     if index and self._stop.wait(self.pause):
                         return
@@ -319,3 +325,33 @@ def test_a_slow_file_url_is_a_400_naming_the_file_before_any_chat(
     assert "'minutes.txt'" in error["message"]
     assert emulator.state.chats() == {}
     assert upstream_calls(emulator, "completion") == upstream_calls(emulator, "Chat") == []
+
+
+@pytest.mark.parametrize(
+    "gunicorn_server",
+    [{"ALLOW_PRIVATE_FILE_URLS": "1", "FILE_FETCH_TIMEOUT": "1", "WEB_CONCURRENCY": "1"}],
+    indirect=True,
+)
+def test_under_the_gevent_worker_a_slow_source_is_cut_off_without_blocking_the_worker(
+    gunicorn_server, new_account, source: TrickleSource
+):
+    url, process = gunicorn_server
+    source.script = trickled(SIZED, BODY)
+    part = {"type": "file", "file_url": {"url": source.url("/minutes.txt")}}
+    body = {"model": "kimi", "messages": [{"role": "user", "content": [part]}]}
+    headers = {"Authorization": f"Bearer {new_account().refresh_token}"}
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(
+            requests.post, url + "/v1/chat/completions", json=body, headers=headers, timeout=30
+        )
+        assert source.requested.wait(GONE_WITHIN)
+        # The one worker answers another request while the fetch waits on the source.
+        assert requests.get(url + "/ping", timeout=5).ok
+        assert not pending.done()
+        response = pending.result()
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "file_fetch_timeout" and "'minutes.txt'" in error["message"]
+    assert source.gone.wait(GONE_WITHIN)
+    process.terminate()
+    assert GEVENT_WORKER_LOG in process.communicate(timeout=30)[0].decode()
