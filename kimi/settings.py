@@ -53,6 +53,8 @@ class Settings:
     file_fetch_timeout: float = 60.0
     file_fetch_min_kbps: float = 10.0
     file_fetch_rate_window: float = 10.0
+    file_extract_timeout: float = 30.0
+    file_extract_memory_mb: float = 512.0
     reasoning_output: str = DEFAULT_REASONING_MODE
     max_streams_per_worker: int = 1000
     max_concurrent_per_account: int = MAX_CONCURRENT_PER_ACCOUNT
@@ -110,6 +112,10 @@ class Settings:
             file_fetch_min_kbps=_number(env, "FILE_FETCH_MIN_KBPS", cls.file_fetch_min_kbps),
             file_fetch_rate_window=_number(
                 env, "FILE_FETCH_RATE_WINDOW", cls.file_fetch_rate_window
+            ),
+            file_extract_timeout=_number(env, "FILE_EXTRACT_TIMEOUT", cls.file_extract_timeout),
+            file_extract_memory_mb=_number(
+                env, "FILE_EXTRACT_MEMORY_MB", cls.file_extract_memory_mb
             ),
             allow_private_file_urls=_flag(env, "ALLOW_PRIVATE_FILE_URLS"),
             max_streams_per_worker=int(

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from ..errors import BadRequest
 from ..history import FileRef
 from ..settings import Settings
-from .extract import ExtractedText, extract_text
+from .extract import ExtractedText
+from .sandbox import SandboxLimits, extract_in_sandbox
 from .sources import FileSource
 
 
@@ -20,16 +21,21 @@ def read_documents(files: Sequence[FileRef], settings: Settings) -> list[Extract
             "is not publicly described. Run the service with KIMI_PROTOCOL=legacy for image OCR.",
             code="unsupported_file_type",
         )
-    return [_read(ref, settings) for ref in files]
+    limits = SandboxLimits.from_settings(
+        settings.file_extract_timeout, settings.file_extract_memory_mb
+    )
+    return [_read(ref, settings, limits) for ref in files]
 
 
-def _read(ref: FileRef, settings: Settings) -> ExtractedText:
+def _read(ref: FileRef, settings: Settings, limits: SandboxLimits) -> ExtractedText:
+    # Fetched (or decoded) here, under the fetch limits; read in a child, under its own.
     with FileSource(ref, settings) as source:
-        return extract_text(
+        return extract_in_sandbox(
             source.file(),
             filename=source.name,
             content_type=source.content_type,
             charset=source.charset,
             max_chars=settings.max_document_chars,
             on_overflow="error",
+            limits=limits,
         )

@@ -2,7 +2,10 @@
 (not headers, footers, footnotes or comments).
 
 ``word/document.xml`` is stream-parsed and dropped as it goes, so memory stays flat; reading
-stops at the character budget or, for a zip bomb, at ``XML_BYTE_LIMIT`` bytes of XML.
+stops at the character budget or, for a zip bomb, at ``XML_BYTE_LIMIT`` bytes of XML. XML that
+compresses well can still be built to hurt: millions of nested elements (each open one is kept)
+or millions of empty ones (each costs time) are refused at ``MAX_XML_DEPTH`` and
+``MAX_XML_ELEMENTS``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,11 @@ log = logging.getLogger(__name__)
 MAIN_PART = "word/document.xml"
 # Zip-bomb guard: how much uncompressed word/document.xml is read before giving up.
 XML_BYTE_LIMIT = 64 * 1024 * 1024
+# Word nests a table in a table cell in 3 levels (tbl, tr, tc); real documents stay far below.
+MAX_XML_DEPTH = 200
+# Elements read before giving up: a long, richly formatted document has a few hundred thousand
+# by the time its text passes the character budget.
+MAX_XML_ELEMENTS = 1_000_000
 
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 _ZIP_READ_ERRORS = (NotImplementedError, RuntimeError, EOFError, zlib.error)
@@ -50,7 +58,7 @@ def read(
 def _parse_document_xml(part: BinaryIO, name: str, max_chars: int) -> tuple[str, bool]:
     """Stream-parse document.xml, stopping once past ``max_chars`` or the byte limit."""
     parser = ElementTree.XMLPullParser(events=("start", "end"))
-    collector = _TextCollector()
+    collector = _TextCollector(name)
     consumed = 0
     while collector.size <= max_chars:
         chunk = part.read(READ_CHUNK_BYTES)
@@ -73,8 +81,10 @@ class _TextCollector:
     """Turns WordprocessingML parse events into lines: one per paragraph and per table row,
     " | " between a row's cells, a cell's paragraphs joined by spaces, no repeated blank lines."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
+        self.name = name
         self.size = 0
+        self._elements = 0
         self._lines: list[str] = []
         self._runs: list[str] = []
         self._open: list[ElementTree.Element] = []
@@ -92,6 +102,11 @@ class _TextCollector:
                 self._end(element)
 
     def _start(self, element: ElementTree.Element) -> None:
+        self._elements += 1
+        if self._elements > MAX_XML_ELEMENTS:
+            raise _too_complex(self.name, f"more than {MAX_XML_ELEMENTS} XML elements")
+        if len(self._open) >= MAX_XML_DEPTH:
+            raise _too_complex(self.name, f"XML nested more than {MAX_XML_DEPTH} levels deep")
         self._open.append(element)
         if element.tag == _W + "tr":
             self._rows.append([])
@@ -131,3 +146,10 @@ class _TextCollector:
             line = ""
         self.size += len(line) + (1 if self._lines else 0)
         self._lines.append(line)
+
+
+def _too_complex(name: str, what: str) -> BadRequest:
+    return BadRequest(
+        f"file {name!r} has {what}; refusing to read it (it may be built to exhaust the server)",
+        code="document_too_complex",
+    )
