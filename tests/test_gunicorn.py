@@ -7,6 +7,7 @@ clean-up when a client leaves, many slow streams at once, and the per-worker str
 from __future__ import annotations
 
 import resource
+import socket
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
@@ -186,3 +187,27 @@ def test_a_stream_over_the_worker_cap_gets_429_until_a_slot_frees(
     assert streamed_text(events) == REPLY_PREFIX + "first"
     assert events[-1] == "[DONE]"
     assert wait_until(lambda: stream_accepted(url, account.refresh_token, "third"))
+
+
+STALLED_SOCKETS = 50
+
+
+def test_sockets_that_stall_in_their_headers_are_dropped_and_health_still_answers(
+    gunicorn_server, protocol
+):
+    if protocol == "legacy":
+        pytest.skip("the same for both protocols: the worker reads headers before any route")
+    url, _ = gunicorn_server
+    port = int(url.rsplit(":", 1)[1])
+    stalled = [socket.create_connection(("127.0.0.1", port)) for _ in range(STALLED_SOCKETS)]
+    try:
+        for sock in stalled:
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")  # and no more
+        assert all(requests.get(url + "/healthz", timeout=5).ok for _ in range(10))
+        # gunicorn's async workers give a request's headers `keepalive` seconds (5).
+        for sock in stalled:
+            sock.settimeout(30)
+            assert sock.recv(1) == b""  # closed by the server, not by this test's timeout
+    finally:
+        for sock in stalled:
+            sock.close()
