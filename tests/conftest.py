@@ -39,6 +39,12 @@ SERVICE_ENV_PREFIXES = (
     "POOL_WAIT_",
     "REDIS_URL",
     "STATE_ENCRYPTION_KEY",
+    "FILE_",
+    "MAX_FILE",
+    "MAX_DOCUMENT_",
+    "ALLOW_PRIVATE_FILE_URLS",
+    "ANTHROPIC_MODEL_MAP",
+    "GRACEFUL_TIMEOUT",
 )
 
 
@@ -128,7 +134,10 @@ class LiveServer:
     def __init__(self, app) -> None:
         self._server = make_server("127.0.0.1", 0, app, threaded=True)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll interval: shutdown() waits up to one interval, for every test using it.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     def __enter__(self) -> LiveServer:
         self._thread.start()
