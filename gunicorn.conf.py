@@ -10,6 +10,7 @@ cuts a long answer off mid-stream.
 """
 
 import os
+import signal
 
 DEFAULT_PORT = "8000"
 HEARTBEAT_DIR = "/dev/shm"
@@ -41,6 +42,21 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
 # TimeoutStopSec, Render maxShutdownDelaySeconds), or it cuts them first.
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "60"))
 keepalive = 5
+
+
+def post_worker_init(worker):
+    """On SIGTERM, streams still running near the end of the grace end with an error event."""
+    from kimi import shutdown
+
+    shutdown.watch()
+    stop = worker.handle_exit
+
+    def handle_exit(sig, frame):
+        shutdown.begin(worker.cfg.graceful_timeout)
+        stop(sig, frame)
+
+    signal.signal(signal.SIGTERM, handle_exit)
+
 
 # Each worker opens its own SQLite connections and HTTP pool after the fork: never preload.
 preload_app = False

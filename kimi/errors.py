@@ -151,6 +151,14 @@ class NoUsableAccount(KimiError):
     code = "no_usable_account"
 
 
+class ServiceShuttingDown(KimiError):
+    """The worker is stopping (its graceful time is up) while a stream is still running."""
+
+    status = 503
+    error_type = "service_unavailable"
+    code = "service_shutting_down"
+
+
 class StateStoreUnavailable(KimiError):
     """The state store (SQLite file or Redis) failed; the message names the cause, never a value."""
 

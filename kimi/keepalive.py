@@ -11,6 +11,9 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
+from . import shutdown
+from .errors import ServiceShuttingDown
+
 KEEPALIVE = object()
 QUEUE_SIZE = 256
 PUT_POLL_SECONDS = 0.5
@@ -37,17 +40,21 @@ class KeepAliveStream:
         self._arrived = threading.Event()  # set by the reader after it adds an item
         self._taken = threading.Event()  # set by the consumer after it takes one
         self._stopped = threading.Event()
+        self._interrupted = False
         self._thread = threading.Thread(target=self._pump, name="kimi-upstream-reader", daemon=True)
         self._thread.start()
+        shutdown.register(self)
 
     def __iter__(self) -> Iterator[Any]:
         while True:
             if not self._items:
                 self._arrived.clear()
                 # Checked again after clear(): an item added in between has set the event.
-                if not self._items and not self._arrived.wait(self._interval):
+                if not self._items and not self._wait():
                     yield KEEPALIVE
                     continue
+            if self._interrupted:
+                self._wait()  # raises
             kind, value = self._items.popleft()
             self._taken.set()
             if kind == _END:
@@ -55,6 +62,21 @@ class KeepAliveStream:
             if kind == _ERROR:
                 raise value
             yield value
+
+    def _wait(self) -> bool:
+        """Wait for an item; a server shutting down is told to the client as an error."""
+        # The flag is read after the event was cleared: an interrupt that came before still counts.
+        arrived = self._interrupted or self._arrived.wait(self._interval)
+        if self._interrupted:
+            raise ServiceShuttingDown(
+                "The server is restarting; this answer was cut short. Send it again."
+            )
+        return arrived
+
+    def interrupt(self) -> None:
+        """End the stream with ``ServiceShuttingDown`` (the server's grace is nearly over)."""
+        self._interrupted = True
+        self._arrived.set()
 
     def ready(self) -> bool:
         """Whether the next item is already waiting (so the consumer can batch its writes)."""

@@ -158,6 +158,35 @@ def test_sigterm_lets_running_streams_finish(gunicorn_server, account, emulator)
     assert "Using worker: gevent" in output  # the shipped default, not threads
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize(
+    "gunicorn_server", [{"GRACEFUL_TIMEOUT": "2"}], indirect=True, ids=["grace-2s"]
+)
+def test_streams_still_running_when_the_grace_ends_get_an_error_and_their_chats_go(
+    gunicorn_server, account, emulator
+):
+    url, process = gunicorn_server
+    # Each answer takes several seconds, frame by frame: far past the two seconds of grace.
+    emulator.state.add_fault("slow", times=SIGTERM_STREAMS, seconds=0.3)
+    prompts = [f"stream {n} " + "word " * 30 for n in range(SIGTERM_STREAMS)]
+    with ThreadPoolExecutor(SIGTERM_STREAMS) as pool:
+        responses = list(
+            pool.map(partial(stream_chat_over_http, url, account.refresh_token), prompts)
+        )
+    streams = [response.iter_content(chunk_size=None) for response in responses]
+    heads = [next(pieces) for pieces in streams]
+    process.send_signal(signal.SIGTERM)
+    bodies = [head + b"".join(pieces) for head, pieces in zip(heads, streams, strict=True)]
+    del responses, streams
+    process.communicate(timeout=30)
+    for body in bodies:
+        events = sse_events(body)
+        assert "[DONE]" not in events  # a cut answer is never passed off as a whole one
+        assert events[-1]["error"]["code"] == "service_shutting_down"
+    chats = emulator.state.chats().values()
+    assert len(chats) == SIGTERM_STREAMS and all(chat["deleted"] for chat in chats)
+
+
 # Vercel: app.py imported as a module, its ``app`` called as a WSGI application
 
 

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from kimi.errors import UpstreamError
+from kimi.errors import ServiceShuttingDown, UpstreamError
 from kimi.keepalive import KEEPALIVE, QUEUE_SIZE, KeepAliveStream
 
 INTERVAL = 0.01
@@ -110,3 +110,16 @@ def test_close_stops_a_source_whose_output_fills_the_queue():
     stream.join(JOIN_SECONDS)
     assert source.finished.is_set()
     assert len(source.produced) < QUEUE_SIZE * 10
+
+
+def test_an_interrupted_stream_ends_with_the_shutdown_error_and_closes_its_source():
+    source = GatedSource()
+    stream = KeepAliveStream(source, 60.0)  # a long interval: only the interrupt wakes it
+    events = iter(stream)
+    assert first_event(events) == "a"
+    stream.interrupt()  # what the shutdown watcher does near the end of the grace
+    with pytest.raises(ServiceShuttingDown):
+        next(events)
+    stream.close()
+    source.gate.set()
+    assert source.finished.wait(JOIN_SECONDS)
