@@ -343,7 +343,7 @@ def _tool_choice(raw: Any, names: list[str]) -> tuple[ToolChoice, bool]:
         return ToolChoice(), True
     kind = raw.get("type") if isinstance(raw, dict) else None
     parallel = not (isinstance(raw, dict) and raw.get("disable_parallel_tool_use") is True)
-    if kind in TOOL_CHOICES:
+    if isinstance(kind, str) and kind in TOOL_CHOICES:  # a list or object is unhashable
         return ToolChoice(TOOL_CHOICES[kind]), parallel
     if kind == "tool":
         name = raw.get("name")

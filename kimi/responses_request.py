@@ -261,7 +261,7 @@ class _History:
 
     def _message(self, item: dict[str, Any], param: str) -> None:
         role = item.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:  # a list or object is unhashable
             raise BadRequest(
                 f"{param}.role must be user, system, developer or assistant; got {role!r}.",
                 param=f"{param}.role",
