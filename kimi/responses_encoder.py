@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from .encoder import Reply
+from .encoder import KEEPALIVE_LINE, Reply
 from .errors import KimiError, RateLimited, UpstreamCut
 from .events import (
     FINISH_CONTENT_FILTER,
@@ -33,7 +33,6 @@ from .responses_request import ResponsesRequest
 
 log = logging.getLogger(__name__)
 
-KEEPALIVE_LINE = b": keep-alive\n\n"
 COMPLETED, INCOMPLETE, IN_PROGRESS, FAILED = "completed", "incomplete", "in_progress", "failed"
 # Why an answer is incomplete, by the finish reason that ended it.
 INCOMPLETE_REASONS = {FINISH_LENGTH: "max_output_tokens", FINISH_CONTENT_FILTER: "content_filter"}

@@ -28,7 +28,7 @@ from .tools.spec import (
     CHOICE_FUNCTION,
     CHOICE_NONE,
     CHOICE_REQUIRED,
-    FUNCTION_NAME,
+    read_function,
 )
 
 log = logging.getLogger(__name__)
@@ -401,21 +401,7 @@ def _tool(item: Any, param: str) -> ToolSpec:
             param=f"{param}.type",
             code="unsupported_tool_type",
         )
-    name = item.get("name")
-    if not isinstance(name, str) or not FUNCTION_NAME.fullmatch(name):
-        raise BadRequest(
-            f"{param}.name must be 1 to 64 letters, digits, underscores or dashes; got {name!r}.",
-            param=f"{param}.name",
-        )
-    description = item.get("description")
-    if description is not None and not isinstance(description, str):
-        raise BadRequest(f"{param}.description must be a string.", param=f"{param}.description")
-    parameters = item.get("parameters")
-    if parameters is not None and not isinstance(parameters, dict):
-        raise BadRequest(
-            f"{param}.parameters must be a JSON schema object.", param=f"{param}.parameters"
-        )
-    return ToolSpec(name, description or "", parameters)
+    return read_function(item, param)
 
 
 def _tool_choice(raw: Any, names: list[str]) -> ToolChoice:

@@ -107,7 +107,7 @@ def _legacy_config(body: dict[str, Any]) -> ToolConfig | None:
     raw = body["functions"]
     if not isinstance(raw, list):
         raise BadRequest("'functions' must be an array.", param="functions")
-    tools = tuple(_function(item, f"functions[{index}]") for index, item in enumerate(raw))
+    tools = tuple(read_function(item, f"functions[{index}]") for index, item in enumerate(raw))
     _check_unique(tools, "functions[{}].name")
     choice = _function_call(body.get("function_call"), tools)
     if not tools:
@@ -126,10 +126,11 @@ def _tool(item: Any, index: int) -> ToolSpec:
             param=f"{param}.type",
             code="unsupported_tool_type",
         )
-    return _function(item.get("function"), f"{param}.function")
+    return read_function(item.get("function"), f"{param}.function")
 
 
-def _function(item: Any, param: str) -> ToolSpec:
+def read_function(item: Any, param: str) -> ToolSpec:
+    """One function's name, description and parameters, each checked (400 naming the field)."""
     if not isinstance(item, dict):
         raise BadRequest(f"{param} must be an object.", param=param)
     name = item.get("name")
