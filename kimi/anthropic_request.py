@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from typing import Any
 
-from .chat_request import ChatRequest
+from .chat_request import ChatRequest, check_file_count, read_flag
 from .errors import BadRequest
 from .history import FileRef, Message
 from .models import ModelOptions, parse_model
@@ -75,7 +75,7 @@ def parse_messages_request(
     chat = ChatRequest(
         options=_options(map_model(model.strip(), model_map), body.get("thinking")),
         messages=(*system, *messages),
-        stream=_flag(body, "stream"),
+        stream=read_flag(body, "stream"),
         tools=tools,
         sampling=Sampling(
             max_tokens=_max_tokens(body.get("max_tokens"), require_max_tokens),
@@ -128,13 +128,8 @@ def _messages(raw: Any, max_files: int) -> list[Message]:
     messages = []
     for index, item in enumerate(raw):
         for message in _message(item, f"messages[{index}]", call_names):
-            if len(message.files) > max_files:
-                raise BadRequest(
-                    f"messages[{index}] has {len(message.files)} files; at most {max_files} "
-                    "are allowed in one message.",
-                    param=f"messages[{index}].content",
-                    code="too_many_files",
-                )
+            where = f"messages[{index}]"
+            check_file_count(message, where, max_files, param=f"{where}.content")
             messages.append(message)
     if not any(m.content.strip() or m.files for m in messages):
         raise BadRequest("'messages' has no text to send.", param="messages")
@@ -374,12 +369,3 @@ def _stop_sequences(raw: Any) -> tuple[str, ...]:
             "'stop_sequences' must be an array of non-empty strings.", param="stop_sequences"
         )
     return tuple(dict.fromkeys(raw))
-
-
-def _flag(body: dict, name: str) -> bool:
-    value = body.get(name)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise BadRequest(f"'{name}' must be a boolean.", param=name)
-    return value

@@ -102,7 +102,7 @@ def parse_chat_request(
         messages=tuple(messages),
         conversation_id=conversation_id,
         keep_chat=keep_chat,
-        stream=_flag(body, "stream"),
+        stream=read_flag(body, "stream"),
         include_usage=_include_usage(body.get("stream_options")),
         tools=parse_tool_config(body),
         response_format=parse_response_format(body),
@@ -117,13 +117,9 @@ def _messages(raw: Any, max_files: int) -> list[Message]:
     call_names: dict[str, str] = {}  # call id -> function name, for the tool messages after
     messages = [_message(item, index, call_names) for index, item in enumerate(raw)]
     for index, message in enumerate(messages):
-        if len(message.files) > max_files:
-            raise BadRequest(
-                f"messages[{index}] has {len(message.files)} files; at most {max_files} are "
-                "allowed in one message.",
-                param=f"messages[{index}].content",
-                code="too_many_files",
-            )
+        check_file_count(
+            message, f"messages[{index}]", max_files, param=f"messages[{index}].content"
+        )
     if not any(m.content.strip() or m.files for m in messages):
         raise BadRequest("'messages' has no text to send.", param="messages")
     return messages
@@ -181,20 +177,32 @@ def _file_part(part: dict, param: str) -> FileRef:
     if part["type"] == "image_url":
         image = part.get("image_url")
         url = image.get("url") if isinstance(image, dict) else image
-        return FileRef(_url(url, param), kind="image")
+        return FileRef(file_url(url, param), kind="image")
     if isinstance(part.get("file_url"), dict):
-        return FileRef(_url(part["file_url"].get("url"), param))
+        return FileRef(file_url(part["file_url"].get("url"), param))
     file = part.get("file") if isinstance(part.get("file"), dict) else {}
     filename = file.get("filename") if isinstance(file.get("filename"), str) else None
     if file.get("file_data") is not None:
-        return FileRef(_url(file["file_data"], param), filename=filename)
+        return FileRef(file_url(file["file_data"], param), filename=filename)
     raise BadRequest(
         f"{param} needs file_url.url or file.file_data (uploaded file ids are not supported).",
         param=param,
     )
 
 
-def _url(value: Any, param: str) -> str:
+def check_file_count(message: Message, where: str, max_files: int, *, param: str = "") -> None:
+    """A 400 when one message carries more than ``max_files`` files (every front door's rule)."""
+    if len(message.files) > max_files:
+        raise BadRequest(
+            f"{where} has {len(message.files)} files; at most {max_files} are allowed in one "
+            "message.",
+            param=param or where,
+            code="too_many_files",
+        )
+
+
+def file_url(value: Any, param: str) -> str:
+    """An attached file's http(s) or ``data:`` URL, stripped; a 400 naming ``param`` else."""
     if not isinstance(value, str) or not value.strip():
         raise BadRequest(f"{param} has no URL.", param=param)
     value = value.strip()
@@ -214,10 +222,11 @@ def _conversation(raw: Any) -> tuple[str | None, bool]:
     return raw.strip(), True
 
 
-def _flag(body: dict, name: str) -> bool:
-    value = body.get(name, False)
+def read_flag(body: dict, name: str, *, default: bool = False) -> bool:
+    """A boolean body field (absent or null: ``default``); a 400 for anything else."""
+    value = body.get(name)
     if value is None:
-        return False
+        return default
     if not isinstance(value, bool):
         raise BadRequest(f"'{name}' must be a boolean.", param=name)
     return value

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .chat_request import ChatRequest
+from .chat_request import ChatRequest, check_file_count, file_url, read_flag
 from .errors import BadRequest
 from .history import FileRef, Message
 from .models import parse_model
@@ -117,13 +117,13 @@ def parse_responses_request(
     max_output_tokens = _max_output_tokens(body.get("max_output_tokens"))
     options = parse_model(model, reasoning_effort=_effort(body.get("reasoning")))
     previous = previous_response_id(body)
-    store = _flag(body, "store", default=True)
+    store = read_flag(body, "store", default=True)
     chat = ChatRequest(
         options=options,
         messages=(*instructions, *messages),
         conversation_id=None,  # the route sets the kept chat of previous_response_id
         keep_chat=store,
-        stream=_flag(body, "stream", default=False),
+        stream=read_flag(body, "stream", default=False),
         tools=tools,
         response_format=_text_format(body.get("text")),
         sampling=Sampling(max_tokens=max_output_tokens),
@@ -187,13 +187,7 @@ def _input(raw: Any, max_files: int, call_names: dict[str, str]) -> list[Message
     builder.finish()
     messages = builder.messages
     for message, param in zip(messages, builder.params, strict=True):
-        if len(message.files) > max_files:
-            raise BadRequest(
-                f"{param} has {len(message.files)} files; at most {max_files} are allowed in "
-                "one message.",
-                param=param,
-                code="too_many_files",
-            )
+        check_file_count(message, param, max_files)
     if not any(m.content.strip() or m.files for m in messages):
         raise BadRequest("'input' has no text to send.", param="input")
     return messages
@@ -339,7 +333,7 @@ def _image(part: dict[str, Any], param: str) -> FileRef:
             param=f"{param}.file_id",
             code="unsupported_file_id",
         )
-    return FileRef(_url(part.get("image_url"), f"{param}.image_url"), kind="image")
+    return FileRef(file_url(part.get("image_url"), f"{param}.image_url"), kind="image")
 
 
 def _file(part: dict[str, Any], param: str) -> FileRef:
@@ -347,7 +341,7 @@ def _file(part: dict[str, Any], param: str) -> FileRef:
     if filename is not None and not isinstance(filename, str):
         raise BadRequest(f"{param}.filename must be a string.", param=f"{param}.filename")
     if part.get("file_url") is not None:
-        return FileRef(_url(part["file_url"], f"{param}.file_url"), filename=filename)
+        return FileRef(file_url(part["file_url"], f"{param}.file_url"), filename=filename)
     data = part.get("file_data")
     if data is not None:
         if not isinstance(data, str) or not data.strip():
@@ -364,15 +358,6 @@ def _file(part: dict[str, Any], param: str) -> FileRef:
             code="unsupported_file_id",
         )
     raise BadRequest(f"{param} needs file_url or file_data.", param=param)
-
-
-def _url(value: Any, param: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise BadRequest(f"{param} must be a URL.", param=param)
-    value = value.strip()
-    if not value.startswith(("http://", "https://", "data:")):
-        raise BadRequest(f"{param} must be an http(s) URL or a data: URL.", param=param)
-    return value
 
 
 def _tool_config(raw_tools: Any, raw_choice: Any, body: dict[str, Any]) -> ToolConfig | None:
@@ -466,12 +451,3 @@ def _max_output_tokens(raw: Any) -> int | None:
             "'max_output_tokens' must be a positive integer.", param="max_output_tokens"
         )
     return raw
-
-
-def _flag(body: dict[str, Any], name: str, *, default: bool) -> bool:
-    value = body.get(name)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise BadRequest(f"'{name}' must be a boolean.", param=name)
-    return value
