@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,3 +118,43 @@ TIME_TOOL = {
         "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}},
     },
 }
+
+
+def pdf_file(objects: list[bytes], version: bytes = b"1.7") -> bytes:
+    """A PDF file of the given objects (numbered from 1, the first the catalog), with its xref."""
+    out = bytearray(b"%PDF-" + version + b"\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1,
+        xref,
+    )
+    return bytes(out)
+
+
+def self_signed_certificate(directory: Path, hostname: str) -> tuple[str, str]:
+    """``(cert, key)`` files for ``hostname``, made with openssl (the test skips without it)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = str(directory / "cert.pem"), str(directory / "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-keyout", key, "-out", cert, "-subj", f"/CN={hostname}"]
+        + ["-addext", f"subjectAltName=DNS:{hostname}"],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def sent_prompt(emulator, protocol: str) -> str:
+    """The text the last turn sent to Kimi, under either protocol."""
+    if protocol == "web":
+        body = upstream_calls(emulator, "ChatService/Chat")[-1]["body"]
+        return body["message"]["blocks"][0]["text"]["content"]
+    return upstream_calls(emulator, "/completion/stream")[-1]["body"]["messages"][0]["content"]

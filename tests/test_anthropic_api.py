@@ -13,7 +13,7 @@ import hashlib
 import anthropic
 import pytest
 from conftest import LiveServer
-from helpers import upstream_calls
+from helpers import sent_prompt
 
 from kimi import create_app
 from kimi.anthropic_request import map_model
@@ -45,14 +45,6 @@ def sdk(live_server, account) -> anthropic.Anthropic:
 
 def ask(content) -> list:
     return [{"role": "user", "content": content}]
-
-
-def sent_prompt(emulator, protocol: str) -> str:
-    """The text the last turn sent to Kimi, under either protocol."""
-    if protocol == "web":
-        body = upstream_calls(emulator, "ChatService/Chat")[-1]["body"]
-        return body["message"]["blocks"][0]["text"]["content"]
-    return upstream_calls(emulator, "/completion/stream")[-1]["body"]["messages"][0]["content"]
 
 
 @BOTH

@@ -23,7 +23,7 @@ from typing import IO
 
 import pytest
 import requests
-from helpers import chat, upstream_calls, wait_until
+from helpers import chat, pdf_file, upstream_calls, wait_until
 
 from kimi import create_app
 from kimi.errors import BadRequest
@@ -88,19 +88,7 @@ def shared_stream_pdf(pages: int, stream_bytes: int) -> bytes:
         * pages,
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
     ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        xref,
-    )
-    return bytes(out)
+    return pdf_file(objects, b"1.4")
 
 
 NESTED_PARAGRAPHS = 100_000

@@ -12,6 +12,7 @@ import zipfile
 from xml.sax.saxutils import escape
 
 import pytest
+from helpers import pdf_file
 from pypdf import PdfWriter
 
 from kimi.errors import BadRequest
@@ -59,29 +60,13 @@ def make_pdf(pages: list[str], *, chinese: str | None = None) -> bytes:
         *fonts,
         *page_objects,
     ]
-    return _pdf_file(objects)
+    return pdf_file(objects)
 
 
 def _pdf_string(text: str) -> bytes:
     return (
         text.encode("latin-1").replace(b"\\", b"\\\\").replace(b"(", b"\\(").replace(b")", b"\\)")
     )
-
-
-def _pdf_file(objects: list[bytes]) -> bytes:
-    out = bytearray(b"%PDF-1.7\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        xref,
-    )
-    return bytes(out)
 
 
 def encrypt_pdf(data: bytes, *, user_password: str, owner_password: str) -> bytes:

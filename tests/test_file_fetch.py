@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
-import shutil
 import socket
-import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +17,7 @@ from urllib.parse import quote
 import pytest
 import requests
 import responses
+from helpers import self_signed_certificate
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
@@ -498,17 +497,7 @@ def test_a_redirect_to_an_allowed_address_is_followed(
 
 @pytest.fixture(scope="module")
 def tls_server(tmp_path_factory) -> Iterator[tuple[FileServer, str]]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make a test certificate")
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = str(directory / "cert.pem"), str(directory / "key.pem")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-keyout", key, "-out", cert, "-subj", "/CN=files.example.com"]
-        + ["-addext", "subjectAltName=DNS:files.example.com"],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = self_signed_certificate(tmp_path_factory.mktemp("tls"), "files.example.com")
     for server in _serve(ssl_context=(cert, key)):
         yield server, cert
 

@@ -8,17 +8,15 @@ client go away. Limits are set small so every test stays short.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from helpers import chat, upstream_calls
+from helpers import chat, self_signed_certificate, upstream_calls
 
 from kimi import create_app
 from kimi.errors import BadRequest
@@ -198,18 +196,7 @@ def test_a_slow_start_counts_against_the_deadline_but_not_the_rate(source: Trick
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory) -> tuple[str, str]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make a test certificate")
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = str(directory / "cert.pem"), str(directory / "key.pem")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-keyout", key, "-out", cert, "-subj", "/CN=localhost"]
-        + ["-addext", "subjectAltName=DNS:localhost"],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+    return self_signed_certificate(tmp_path_factory.mktemp("tls"), "localhost")
 
 
 def test_a_trickling_https_source_is_cut_off_at_the_deadline(certificate: tuple[str, str]):

@@ -13,7 +13,7 @@ import json
 import openai
 import pytest
 import requests
-from helpers import WEATHER_TOOL, upstream_calls, wait_until
+from helpers import WEATHER_TOOL, sent_prompt, upstream_calls, wait_until
 from pydantic import BaseModel
 
 from kimi import create_app
@@ -72,14 +72,6 @@ def raw_events(live_server, account, **body) -> list[tuple[str, dict]]:
 def collapsed(types: list[str]) -> list[str]:
     """The event types with runs of one delta type written once."""
     return [kind for i, kind in enumerate(types) if i == 0 or kind != types[i - 1]]
-
-
-def sent_prompt(emulator, protocol: str) -> str:
-    """The text the last turn sent to Kimi, under either protocol."""
-    if protocol == "web":
-        body = upstream_calls(emulator, "ChatService/Chat")[-1]["body"]
-        return body["message"]["blocks"][0]["text"]["content"]
-    return upstream_calls(emulator, "/completion/stream")[-1]["body"]["messages"][0]["content"]
 
 
 @BOTH
