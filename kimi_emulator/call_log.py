@@ -7,6 +7,7 @@ must stream) and ``record_call_status`` as its request hooks; routes find the ca
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from flask import Response, g, request
@@ -51,13 +52,16 @@ def _record_arrival(body: Any) -> None:
         headers=headers,
         auth="Authorization" in request.headers,
         body=body,
+        arrived_at=time.monotonic(),
     )
     g.emulator_call = current_state().begin_call(record)
 
 
 def record_call_status(response: Response) -> Response:
     """Fill in the status the call was answered with."""
-    current_state().update_call(g.emulator_call, status=response.status_code)
+    current_state().update_call(
+        g.emulator_call, status=response.status_code, answered_at=time.monotonic()
+    )
     return response
 
 

@@ -183,6 +183,10 @@ class CallRecord:
     body: Any = None
     user_id: str | None = None
     status: int | None = None
+    # time.monotonic() at arrival and when the answer (a stream's start) was handed back, so a
+    # test can tell whether two calls overlapped.
+    arrived_at: float | None = None
+    answered_at: float | None = None
 
 
 def _random_id() -> str:
