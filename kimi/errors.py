@@ -5,6 +5,7 @@ KimiError                      500 api_error
 ├── AuthenticationFailed       401 authentication_error
 │   └── UpstreamAuthRejected   401 (Kimi refused the account's token)
 ├── NotFound                   404 invalid_request_error
+├── RequestTimeout             408 invalid_request_error (body slower than REQUEST_BODY_TIMEOUT)
 ├── ConversationBusy           409 conflict
 ├── RequestTooLarge            413 invalid_request_error (body over MAX_REQUEST_MB)
 ├── RateLimited                429 rate_limit_error (+ Retry-After)
@@ -29,6 +30,7 @@ __all__ = [
     "NotFound",
     "ConversationBusy",
     "RequestTooLarge",
+    "RequestTimeout",
     "RateLimited",
     "ResearchQuotaExhausted",
     "UpstreamError",
@@ -103,6 +105,12 @@ class RequestTooLarge(KimiError):
     status = 413
     error_type = "invalid_request_error"
     code = "request_too_large"
+class RequestTimeout(KimiError):
+    status = 408
+    error_type = "invalid_request_error"
+    code = "request_timeout"
+
+
 
 
 class RateLimited(KimiError):

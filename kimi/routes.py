@@ -9,6 +9,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from .auth import bearer_token, is_api_key, require_api_key, resolve_pool
+from .body_deadline import body_with_deadline
 from .chat_request import ChatRequest, parse_chat_request
 from .completions import TurnStream
 from .encoder import CompletionEncoder, Reply
@@ -156,7 +157,9 @@ def _json_body() -> Any:
     """The body's JSON value, read only up to ``MAX_REQUEST_MB`` (chunked bodies too)."""
     if not request.is_json:
         raise BadRequest("The request body must be JSON (Content-Type: application/json).")
-    limit = service().settings.max_request_bytes
+    settings = service().settings
+    limit = settings.max_request_bytes
     if (request.content_length or 0) > limit:
         raise RequestTooLarge(too_large_message(limit))
-    return parse_json_body(read_limited(request.stream, limit))
+    body = body_with_deadline(request.stream, request.environ, settings.request_body_timeout)
+    return parse_json_body(read_limited(body, limit))

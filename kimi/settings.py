@@ -58,12 +58,14 @@ class Settings:
     reasoning_output: str = DEFAULT_REASONING_MODE
     max_streams_per_worker: int = 1000
     max_concurrent_per_account: int = MAX_CONCURRENT_PER_ACCOUNT
+    file_extract_concurrency: int = 2
     pool_wait_seconds: float = 0.0
     max_request_mb: float = 10.0
     max_tokens_per_header: int = 10
     token_checks_per_minute: int = 10
     allow_public_pool: bool = False
     anthropic_model_map: tuple[tuple[str, str], ...] = DEFAULT_ANTHROPIC_MODEL_MAP
+    request_body_timeout: float = 60.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -121,6 +123,9 @@ class Settings:
             max_streams_per_worker=int(
                 _number(env, "MAX_STREAMS_PER_WORKER", cls.max_streams_per_worker)
             ),
+            file_extract_concurrency=int(
+                _number(env, "FILE_EXTRACT_CONCURRENCY", cls.file_extract_concurrency)
+            ),
             max_concurrent_per_account=int(
                 _number(env, "KIMI_MAX_CONCURRENT_PER_ACCOUNT", cls.max_concurrent_per_account)
             ),
@@ -133,6 +138,7 @@ class Settings:
             ),
             token_checks_per_minute=int(
                 _number(env, "TOKEN_CHECKS_PER_MINUTE", cls.token_checks_per_minute)
+            request_body_timeout=_number(env, "REQUEST_BODY_TIMEOUT", cls.request_body_timeout),
             ),
             anthropic_model_map=_model_map(env.get("ANTHROPIC_MODEL_MAP", "")),
             reasoning_output=parse_reasoning_mode(

@@ -14,6 +14,7 @@ import re
 import runpy
 import shlex
 import signal
+import socket
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,7 +23,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ROOT, procfile_command, sse_events, stream_chat_over_http, streamed_text
+from helpers import (
+    ROOT,
+    procfile_command,
+    sse_events,
+    stream_chat_over_http,
+    streamed_text,
+    wait_until,
+)
 from werkzeug.test import EnvironBuilder
 
 from kimi.settings import PROTOCOLS
@@ -176,6 +184,10 @@ def test_streams_still_running_when_the_grace_ends_get_an_error_and_their_chats_
     streams = [response.iter_content(chunk_size=None) for response in responses]
     heads = [next(pieces) for pieces in streams]
     process.send_signal(signal.SIGTERM)
+    # While the running streams have their grace, a new client is refused at once, so that a
+    # load balancer or a retrying client goes to another instance instead of hanging here.
+    port = int(url.rsplit(":", 1)[1])
+    assert wait_until(lambda: refuses_connections(port), seconds=2)
     bodies = [head + b"".join(pieces) for head, pieces in zip(heads, streams, strict=True)]
     del responses, streams
     process.communicate(timeout=30)
@@ -185,6 +197,14 @@ def test_streams_still_running_when_the_grace_ends_get_an_error_and_their_chats_
         assert events[-1]["error"]["code"] == "service_shutting_down"
     chats = emulator.state.chats().values()
     assert len(chats) == SIGTERM_STREAMS and all(chat["deleted"] for chat in chats)
+
+
+def refuses_connections(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
 
 
 # Vercel: app.py imported as a module, its ``app`` called as a WSGI application

@@ -230,13 +230,22 @@ def test_a_docx_unpacking_into_one_huge_run_is_stopped_by_the_memory_limit():
 
 
 def test_the_sandbox_limits_are_read_from_the_environment():
-    settings = Settings.from_env({"FILE_EXTRACT_TIMEOUT": "2.5", "FILE_EXTRACT_MEMORY_MB": "256"})
-    limits = SandboxLimits.from_settings(
-        settings.file_extract_timeout, settings.file_extract_memory_mb
+    settings = Settings.from_env(
+        {
+            "FILE_EXTRACT_TIMEOUT": "2.5",
+            "FILE_EXTRACT_MEMORY_MB": "256",
+            "FILE_EXTRACT_CONCURRENCY": "3",
+        }
     )
-    assert limits == SandboxLimits(seconds=2.5, cpu_seconds=3, memory_bytes=256 * MB)
+    limits = SandboxLimits.from_settings(
+        settings.file_extract_timeout,
+        settings.file_extract_memory_mb,
+        settings.file_extract_concurrency,
+    )
+    assert limits == SandboxLimits(seconds=2.5, cpu_seconds=3, memory_bytes=256 * MB, concurrency=3)
     defaults = Settings.from_env({})
     assert (defaults.file_extract_timeout, defaults.file_extract_memory_mb) == (30, 512)
+    assert defaults.file_extract_concurrency == 2
 
 
 # --- through the service ----------------------------------------------------------------------
@@ -307,3 +316,41 @@ def test_under_the_gevent_worker_a_bomb_is_stopped_while_the_worker_serves_other
     assert "Minutes: ship on Friday." in prompt["text"]["content"]
     process.send_signal(signal.SIGTERM)
     assert GEVENT_WORKER_LOG in process.communicate(timeout=30)[0].decode()
+
+
+@pytest.mark.parametrize(
+    "gunicorn_server",
+    [
+        {
+            "FILE_EXTRACT_TIMEOUT": "1",
+            "FILE_EXTRACT_CONCURRENCY": "1",
+            "WEB_CONCURRENCY": "1",
+            "WEB_FILE_MODE": "extract",
+        }
+    ],
+    indirect=True,
+)
+def test_a_burst_of_bombs_runs_one_reader_at_a_time_and_the_overflow_gets_429(
+    gunicorn_server, new_account
+):
+    url, process = gunicorn_server
+    headers = {"Authorization": f"Bearer {new_account().refresh_token}"}
+    part = data_url_part(PDF_BOMB, "report.pdf", "application/pdf")
+    body = {"model": "kimi", "messages": [{"role": "user", "content": [part]}]}
+
+    def ask(_: int) -> requests.Response:
+        return requests.post(url + "/v1/chat/completions", json=body, headers=headers, timeout=30)
+
+    most_readers = 0
+    with ThreadPoolExecutor(3) as pool:
+        pending = [pool.submit(ask, n) for n in range(3)]
+        while not all(future.done() for future in pending):
+            most_readers = max(most_readers, len(sandbox_children(process.pid)))
+        responses = [future.result() for future in pending]
+    assert most_readers == 1  # each child may take FILE_EXTRACT_MEMORY_MB: never two at once
+    codes = sorted(r.json()["error"]["code"] for r in responses)
+    assert codes[0] == "document_too_complex"  # the first one read until its deadline
+    assert "documents_busy" in codes  # one that waited a reader's whole deadline in vain
+    busy = next(r for r in responses if r.json()["error"]["code"] == "documents_busy")
+    assert busy.status_code == 429 and busy.headers["Retry-After"] == "1"
+    assert "'report.pdf'" in busy.json()["error"]["message"]

@@ -211,3 +211,60 @@ def test_sockets_that_stall_in_their_headers_are_dropped_and_health_still_answer
     finally:
         for sock in stalled:
             sock.close()
+
+
+BODY_TIMEOUT_SECONDS = 1
+SLOW_BODIES = 20
+
+
+def request_with_a_stalled_body(port: int, token: str, chunked: bool) -> socket.socket:
+    """A chat request whose headers arrive whole and whose body stops after a few bytes."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    length = "Transfer-Encoding: chunked" if chunked else "Content-Length: 100000"
+    sock.sendall(
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {token}\r\n{length}\r\n\r\n".encode()
+    )
+    sock.sendall(b'5\r\n{"mod\r\n' if chunked else b'{"model": "kimi", "mess')
+    return sock
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    sock.settimeout(30)  # a backstop only: the server closes long before
+    received = b""
+    while piece := sock.recv(65536):
+        received += piece
+    return received
+
+
+@pytest.mark.parametrize(
+    "gunicorn_server",
+    [
+        {"REQUEST_BODY_TIMEOUT": str(BODY_TIMEOUT_SECONDS)},
+        {"REQUEST_BODY_TIMEOUT": str(BODY_TIMEOUT_SECONDS), "GUNICORN_WORKER": "gthread"},
+    ],
+    indirect=True,
+    ids=["gevent", "gthread"],
+)
+def test_a_body_that_stops_arriving_gets_408_and_the_connection_closes(
+    gunicorn_server, protocol, account
+):
+    if protocol == "legacy":
+        pytest.skip("the same for both protocols: the body is read before any upstream call")
+    url, _ = gunicorn_server
+    port = int(url.rsplit(":", 1)[1])
+    token = account.refresh_token
+    stalled = [request_with_a_stalled_body(port, token, n % 2 == 1) for n in range(SLOW_BODIES)]
+    try:
+        # Health and real chats go on meanwhile (under gthread: while threads are free).
+        assert requests.get(url + "/healthz", timeout=5).ok
+        for sock in stalled:
+            answer = read_until_closed(sock)  # closed by the server, not by a timeout here
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 408"), answer
+            assert b"REQUEST_BODY_TIMEOUT" in body and b"request_timeout" in body
+    finally:
+        for sock in stalled:
+            sock.close()
+    response = stream_chat_over_http(url, account.refresh_token, "after the slow bodies")
+    assert streamed_text(sse_events(response.content)) == REPLY_PREFIX + "after the slow bodies"

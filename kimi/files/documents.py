@@ -22,7 +22,9 @@ def read_documents(files: Sequence[FileRef], settings: Settings) -> list[Extract
             code="unsupported_file_type",
         )
     limits = SandboxLimits.from_settings(
-        settings.file_extract_timeout, settings.file_extract_memory_mb
+        settings.file_extract_timeout,
+        settings.file_extract_memory_mb,
+        settings.file_extract_concurrency,
     )
     return [_read(ref, settings, limits) for ref in files]
 

@@ -24,11 +24,14 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import BadRequest, KimiError
+from ..errors import BadRequest, KimiError, RateLimited
 from .extract import ExtractedText, Overflow, extract_text
 
 __all__ = ["SandboxLimits", "extract_in_sandbox"]
@@ -53,11 +56,14 @@ class SandboxLimits:
     seconds: float = 30.0
     cpu_seconds: int = 30
     memory_bytes: int = 512 * MB
+    # Children one worker process runs at once: each may take ``memory_bytes``.
+    concurrency: int = 2
 
     @classmethod
-    def from_settings(cls, seconds: float, memory_mb: float) -> SandboxLimits:
-        """The limits that ``FILE_EXTRACT_TIMEOUT`` and ``FILE_EXTRACT_MEMORY_MB`` give."""
-        return cls(seconds, max(1, math.ceil(seconds)), int(memory_mb * MB))
+    def from_settings(cls, seconds: float, memory_mb: float, concurrency: int = 2) -> SandboxLimits:
+        """The limits that ``FILE_EXTRACT_TIMEOUT``, ``FILE_EXTRACT_MEMORY_MB`` and
+        ``FILE_EXTRACT_CONCURRENCY`` give."""
+        return cls(seconds, max(1, math.ceil(seconds)), int(memory_mb * MB), max(1, concurrency))
 
 
 def extract_in_sandbox(
@@ -87,8 +93,40 @@ def extract_in_sandbox(
         "cpu_seconds": limits.cpu_seconds,
         "memory_bytes": limits.memory_bytes,
     }
-    returncode, stdout, stderr = _run_child(json.dumps(job).encode(), fd, filename, limits)
+    with _reader_slot(limits, filename):
+        returncode, stdout, stderr = _run_child(json.dumps(job).encode(), fd, filename, limits)
     return _outcome(returncode, stdout, stderr, filename, limits)
+
+
+@contextmanager
+def _reader_slot(limits: SandboxLimits, name: str) -> Iterator[None]:
+    """One of this process's ``concurrency`` reader slots, waited for as long as one read may
+    take; a 429 after that. Without it, a burst of documents would start a child (and its
+    ``memory_bytes``) per request at once."""
+    slots = _slots(limits.concurrency)
+    if not slots.acquire(timeout=limits.seconds):
+        raise RateLimited(
+            f"The server is busy reading other documents; file {name!r} was not read. Try "
+            "again shortly (FILE_EXTRACT_CONCURRENCY).",
+            retry_after=limits.seconds,
+            code="documents_busy",
+        )
+    try:
+        yield
+    finally:
+        slots.release()
+
+
+_slots_by_process: dict[tuple[int, int], threading.BoundedSemaphore] = {}
+
+
+def _slots(concurrency: int) -> threading.BoundedSemaphore:
+    # Made on first use in each worker, after the fork and after gevent patched threading,
+    # so that a wait for a slot lets the worker's other requests run.
+    key = (os.getpid(), concurrency)
+    if key not in _slots_by_process:
+        _slots_by_process[key] = threading.BoundedSemaphore(concurrency)
+    return _slots_by_process[key]
 
 
 def _run_child(job: bytes, fd: int, name: str, limits: SandboxLimits) -> tuple[int, bytes, bytes]:
