@@ -12,7 +12,9 @@ KimiError                      500 api_error
 │   └── ResearchQuotaExhausted 429 (one mode's quota: the account serves other turns)
 ├── UpstreamError              502 upstream_error (Kimi answered garbage or failed)
 │   ├── UpstreamCut            502 upstream_cut (the answer stream ended before its end)
-│   └── InvalidJsonOutput      502 invalid_json_output (structured output did not parse)
+│   ├── InvalidJsonOutput      502 invalid_json_output (structured output did not parse)
+│   ├── UpstreamUnavailable    503 upstream_unavailable (Kimi said it is unavailable)
+│   └── UpstreamOverloaded     503 upstream_overloaded (another account may still answer)
 ├── NoUsableAccount            503 service_unavailable
 ├── StateStoreUnavailable      503 service_unavailable (SQLite or Redis failed; recovers by itself)
 └── UpstreamTimeout            504 timeout
@@ -36,6 +38,8 @@ __all__ = [
     "UpstreamError",
     "UpstreamCut",
     "InvalidJsonOutput",
+    "UpstreamUnavailable",
+    "UpstreamOverloaded",
     "NoUsableAccount",
     "StateStoreUnavailable",
     "UpstreamTimeout",
@@ -151,6 +155,23 @@ class InvalidJsonOutput(UpstreamError):
     """``response_format`` asked for JSON and the model's answer was not (or not the schema)."""
 
     code = "invalid_json_output"
+
+
+class UpstreamUnavailable(UpstreamError):
+    """Kimi answered that it is unavailable (``unavailable``): a 503, not a broken answer."""
+
+    status = 503
+    error_type = "service_unavailable"
+    code = "upstream_unavailable"
+
+
+class UpstreamOverloaded(UpstreamError):
+    """Kimi's model is overloaded (``REASON_COMPLETION_OVERLOADED``): before the answer starts,
+    another account is tried; says nothing about this account's token or quota."""
+
+    status = 503
+    error_type = "service_unavailable"
+    code = "upstream_overloaded"
 
 
 class NoUsableAccount(KimiError):

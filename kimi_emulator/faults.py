@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import EmulatorError
+from .stream_failures import FAILURE_FAULTS
 
 # Faults answered before any stream starts, as an HTTP error or a non-Connect body.
 HTTP_FAULTS = frozenset({"unauthorized", "limit", "server_error", "garbage", "busy"})
@@ -16,17 +17,24 @@ HTTP_FAULT_ERRORS = {
     "busy": EmulatorError("aborted", "a reply is still being generated in this chat"),
 }
 GARBAGE_PAGE = "<html>gateway error</html>"
-# Faults that shape the answer stream itself.
-STREAM_FAULTS = frozenset(
-    {"limit_in_stream", "cut", "stream_error", "moderation", "silence", "degrade", "slow"}
-)
+# Faults that shape the answer stream itself (and the web stream's error frames and exception
+# blocks, see stream_failures.py).
+STREAM_FAULTS = FAILURE_FAULTS | {
+    "limit_in_stream",
+    "cut",
+    "stream_error",
+    "moderation",
+    "silence",
+    "degrade",
+    "slow",
+}
 # The Chat call of the ``web`` protocol meets these.
 CHAT_FAULTS = HTTP_FAULTS | STREAM_FAULTS
 # Only the ``legacy`` protocol stops an answer at a length limit, to be continued by the client:
 # ``length`` once, ``length_twice`` in the continuation as well.
 LENGTH_FAULTS = frozenset({"length", "length_twice"})
 # The legacy completion call meets these; a model degrade notice has no legacy equivalent.
-LEGACY_CHAT_FAULTS = (CHAT_FAULTS - {"degrade"}) | LENGTH_FAULTS
+LEGACY_CHAT_FAULTS = (CHAT_FAULTS - {"degrade"} - FAILURE_FAULTS) | LENGTH_FAULTS
 REFRESH_FAULTS = frozenset({"refresh_down"})
 # The legacy research quota reads as used up.
 RESEARCH_FAULTS = frozenset({"research_exhausted"})

@@ -13,6 +13,7 @@ from typing import Any
 from .faults import Fault
 from .frames import END_OF_STREAM
 from .state import Turn
+from .stream_failures import FAILURE_FAULTS, stream_failure
 
 ANSWER_PREFIX = "Emulator reply to: "
 THINKING_PREFIX = "Thinking about: "
@@ -164,6 +165,8 @@ def _apply_fault(frames: list[PlannedFrame], turn: Turn, fault: Fault) -> list[P
         return [frames[0], replace(frames[1], pause=fault.seconds), *frames[2:]]
     if fault.name == "slow":
         return [frames[0]] + [replace(frame, pause=fault.seconds) for frame in frames[1:]]
+    if fault.name in FAILURE_FAULTS:
+        return _with_failure(frames, turn, fault.name)
     head = _through_first_text_append(frames)
     if fault.name == "cut":
         return head
@@ -173,6 +176,18 @@ def _apply_fault(frames: list[PlannedFrame], turn: Turn, fault: Fault) -> list[P
         blocked = _frame(_status(turn, BLOCKED))
         return [*head, blocked, _done(len(head) + 1), _end()]
     return frames
+
+
+def _with_failure(frames: list[PlannedFrame], turn: Turn, name: str) -> list[PlannedFrame]:
+    """The reply broken off by an error frame or an exception block (see stream_failures.py)."""
+    failure = stream_failure(name)
+    opening = frames[: len(_opening(turn))]  # no answer content yet
+    head = _through_first_text_append(frames) if failure.after_text else opening
+    if failure.is_error_frame:
+        done = [_done(len(head))] if failure.after_done else []
+        return [*head, *done, _end(failure.message)]
+    tail = [_frame(failure.message), _frame(_status(turn, COMPLETED)), _done(len(head) + 2)]
+    return [*head, *tail, _end()]
 
 
 def _through_first_text_append(frames: list[PlannedFrame]) -> list[PlannedFrame]:

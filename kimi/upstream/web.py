@@ -91,7 +91,7 @@ class WebUpstream:
                 stream=True,
             )
             try:
-                yield from self._read_stream(response)
+                yield from self._read_stream(response, target)
             finally:
                 response.close()
 
@@ -115,7 +115,7 @@ class WebUpstream:
     def static_models(self) -> list[str]:
         return list(STATIC_MODELS)
 
-    def _read_stream(self, response: requests.Response) -> Iterator[Event]:
+    def _read_stream(self, response: requests.Response, target: TurnTarget) -> Iterator[Event]:
         raise_for_status(response, self.settings.cooldown_seconds)
         content_type = response.headers.get("Content-Type", "")
         if not content_type.startswith("application/connect"):
@@ -123,7 +123,7 @@ class WebUpstream:
                 f"Kimi answered {content_type or 'no content type'}, not a chat stream."
             )
         decoder = FrameDecoder()
-        parser = WebStreamParser(retry_after=self.settings.cooldown_seconds)
+        parser = WebStreamParser.for_turn(target, self.settings.cooldown_seconds)
         try:
             for chunk in response.iter_content(chunk_size=None):
                 for frame in decoder.feed(chunk):

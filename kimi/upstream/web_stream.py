@@ -17,8 +17,9 @@ from ..events import (
     TextDelta,
 )
 from ..settings import COOLDOWN_SECONDS
+from .base import TurnTarget
 from .connect import Frame
-from .http import error_from_body
+from .web_errors import stream_error
 
 STATUS_COMPLETED = "MESSAGE_STATUS_COMPLETED"
 # Final statuses that mean the answer was stopped by moderation rather than finished.
@@ -34,9 +35,10 @@ class WebStreamParser:
     ``finished`` false when the stream was cut.
     """
 
-    def __init__(self, retry_after: float = COOLDOWN_SECONDS) -> None:
+    def __init__(self, retry_after: float = COOLDOWN_SECONDS, *, kept_chat: bool = False) -> None:
         self.finished = False
         self._retry_after = retry_after
+        self._kept_chat = kept_chat  # a continued chat: "not found" means the client's id
         self._reply_id: str | None = None
         self._finish_reason: str | None = None
         self._last_block: dict[str, str] = {}  # kind -> id of the block that last wrote it
@@ -44,10 +46,17 @@ class WebStreamParser:
         self._finish_sent = False
         self._done = False
 
+    @classmethod
+    def for_turn(cls, target: TurnTarget, retry_after: float = COOLDOWN_SECONDS) -> WebStreamParser:
+        """A parser for the answer to ``target``."""
+        return cls(retry_after, kept_chat=bool(target.chat_id))
+
     def feed(self, frame: Frame) -> Iterator[Event]:
+        """The events of one frame. An error frame raises, even after ``done``: the stream is
+        read to its end before the turn counts as finished (see ``close``)."""
         message = frame.message if isinstance(frame.message, dict) else {}
         if "error" in message and message["error"]:
-            raise error_from_body(message["error"], self._retry_after)
+            raise stream_error(message["error"], self._retry_after, kept_chat=self._kept_chat)
         if "chat" in message and isinstance(message["chat"], dict) and message["chat"].get("id"):
             yield ChatOpened(str(message["chat"]["id"]))
         if "op" in message:

@@ -1,0 +1,125 @@
+"""Error frames inside Kimi's web answer stream, end to end: the client gets the right status and
+error body before the answer starts, an in-stream error after it, never a silent ``stop``."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import chat, sse_events, streamed_text, upstream_calls
+
+from kimi_emulator.stream_failures import ERROR_KINDS
+
+# fault kind -> (status, OpenAI error type) when the error comes before any answer text
+BEFORE_TEXT = [
+    ("chat_busy", 409, "conflict_error"),
+    ("invalid_argument", 400, "invalid_request_error"),
+    ("unavailable", 503, "service_unavailable"),
+    ("deadline_exceeded", 504, "timeout_error"),
+    ("unimplemented", 502, "upstream_error"),
+    ("unknown", 502, "upstream_error"),
+    ("not_found", 502, "upstream_error"),  # a one-shot turn names no chat to be "not found"
+    ("permission_denied", 502, "upstream_error"),
+]
+
+
+def localized(kind: str) -> str:
+    return ERROR_KINDS[kind][2]
+
+
+def error_of(response) -> dict:
+    body = response.get_json()
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    return body["error"]
+
+
+def chat_calls(emulator) -> list[dict]:
+    return upstream_calls(emulator, "ChatService/Chat")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("placement", ["", ":after_done"])
+@pytest.mark.parametrize("kind, status, error_type", BEFORE_TEXT)
+def test_an_error_frame_before_the_answer_is_a_real_http_error(
+    client, auth, emulator, kind, status, error_type, placement, stream
+):
+    emulator.state.add_fault(f"error_end:{kind}{placement}")
+    response = chat(client, auth, stream=stream)
+    assert response.status_code == status
+    assert response.mimetype == "application/json"
+    error = error_of(response)
+    assert error["type"] == error_type
+    assert localized(kind) in error["message"]
+    assert len(chat_calls(emulator)) == 1  # none of these is tried again
+
+
+@pytest.mark.parametrize("kind", ["not_found", "permission_denied"])
+def test_a_kept_chat_kimi_no_longer_knows_is_404(client, auth, emulator, kind):
+    first = chat(client, auth, conversation_id="none").get_json()
+    emulator.state.add_fault(f"error_end:{kind}:after_done")
+    response = chat(client, auth, content="again", conversation_id=first["id"])
+    assert response.status_code == 404
+    assert error_of(response)["param"] == "conversation_id"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_unauthenticated_frame_refreshes_once_and_answers(client, auth, emulator, stream):
+    chat(client, auth)  # the access token is cached now
+    emulator.state.clear_calls()
+    emulator.state.add_fault("error_end:unauthenticated:after_done")
+    response = chat(client, auth, stream=stream)
+    assert response.status_code == 200
+    assert len(upstream_calls(emulator, "RefreshToken")) == 1  # after the rejection
+    assert len(chat_calls(emulator)) == 2
+
+
+def test_an_unauthenticated_frame_twice_is_401(client, auth, emulator):
+    emulator.state.add_fault("error_end:unauthenticated", times=2)
+    response = chat(client, auth)
+    assert response.status_code == 401
+    assert error_of(response)["code"] == "kimi_token_invalid"
+    assert localized("unauthenticated") in error_of(response)["message"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_rate_limit_frame_fails_over_to_the_next_account(client, new_account, emulator, stream):
+    alice, bob = new_account("alice"), new_account("bob")
+    header = {"Authorization": f"Bearer {alice.refresh_token},{bob.refresh_token}"}
+    emulator.state.add_fault("error_end:rate_limited:after_done")
+    response = chat(client, header, stream=stream)
+    assert response.status_code == 200
+    users = [call["user_id"] for call in chat_calls(emulator)]
+    assert len(users) == 2 and users[0] != users[1]
+
+
+def test_a_rate_limit_frame_with_no_account_left_is_429_with_retry_after(client, auth, emulator):
+    emulator.state.add_fault("error_end:rate_limited:after_done")
+    response = chat(client, auth)
+    assert response.status_code == 429
+    assert error_of(response)["type"] == "rate_limit_error"
+    assert int(response.headers["Retry-After"]) > 0
+    assert localized("rate_limited") in error_of(response)["message"]
+
+
+@pytest.mark.parametrize("kind", sorted(ERROR_KINDS))
+def test_an_error_frame_after_answer_text_is_an_in_stream_error(client, auth, emulator, kind):
+    emulator.state.add_fault(f"error_end:{kind}:after_text")
+    response = chat(client, auth, stream=True)
+    assert response.status_code == 200
+    events = sse_events(response.get_data())
+    assert streamed_text(events)  # the words that came before the error
+    assert "[DONE]" not in events
+    assert localized(kind) in events[-1]["error"]["message"]
+    finishes = [e["choices"][0]["finish_reason"] for e in events if e.get("choices")]
+    assert finishes == [None] * len(finishes)
+    assert len(chat_calls(emulator)) == 1  # after the first byte nothing is tried again
+
+
+@pytest.mark.parametrize(
+    "kind, status", [("unavailable", 503), ("invalid_argument", 400), ("unknown", 502)]
+)
+def test_an_error_frame_after_answer_text_fails_a_non_stream_request(
+    client, auth, emulator, kind, status
+):
+    emulator.state.add_fault(f"error_end:{kind}:after_text")
+    response = chat(client, auth)
+    assert response.status_code == status
+    assert localized(kind) in error_of(response)["message"]
