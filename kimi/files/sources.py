@@ -9,6 +9,7 @@ spool piece by piece, a URL's body is streamed into it within the size limit.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -46,9 +47,27 @@ def is_known_file_type(content_type: str) -> bool:
     )
 
 
+def open_sources(refs: Iterable[FileRef], settings: Settings) -> tuple[FileSource, ...]:
+    """Every file opened (checked, fetched into its spool), or none left open on an error."""
+    sources: list[FileSource] = []
+    try:
+        for ref in refs:
+            sources.append(FileSource(ref, settings))
+    except BaseException:
+        close_sources(sources)
+        raise
+    return tuple(sources)
+
+
+def close_sources(sources: Iterable[FileSource]) -> None:
+    """Free the spools of ``sources``."""
+    for source in sources:
+        source.close()
+
+
 class FileSource:
     """An attached file: ``name``, ``content_type`` (the media type alone), ``charset`` (as
-    declared, if it was), ``kind`` ("file"/"image"), ``length``.
+    declared, if it was), ``kind`` ("file"/"image"), ``length``, ``sha256`` (hex, of the bytes).
 
     ``reader()`` may be called more than once (a turn retried on another account uploads
     again): each reads the spool from its start.
@@ -57,6 +76,7 @@ class FileSource:
     def __init__(self, ref: FileRef, settings: Settings) -> None:
         self.ref = ref
         self._spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES)
+        self._digest = hashlib.sha256()
         try:
             if ref.url.startswith("data:"):
                 content_type, filename = self._decode(ref.url, settings)
@@ -66,6 +86,8 @@ class FileSource:
             self._spool.close()
             raise
         self.length = self._spool.tell()
+        # Hashed as it was spooled: what the web upload cache knows a file by, at no extra pass.
+        self.sha256 = self._digest.hexdigest()
         self.content_type = content_type
         self.name = ref.filename or filename or ref.name
         self.kind = "image" if ref.kind == "image" or content_type.startswith("image/") else "file"
@@ -116,6 +138,7 @@ class FileSource:
 
     def _write(self, chunks: Iterable[bytes]) -> None:
         for chunk in chunks:
+            self._digest.update(chunk)
             self._spool.write(chunk)
 
     def _chunks(self) -> Iterator[bytes]:

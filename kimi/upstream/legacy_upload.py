@@ -6,22 +6,21 @@ file. The file's id then goes into ``refs`` and its object into ``refs_file`` of
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
 import requests
 
-from ..errors import UpstreamError, UpstreamTimeout
+from ..errors import UpstreamError
 from ..files.sources import FileSource
 from ..settings import Settings
 from .base import Session
 from .http import raise_for_status, translate_transport_errors
+from .parse_wait import poll_until_ready
 
 PRESIGN_PATH = "/api/pre-sign-url"
 FILE_PATH = "/api/file"
 PARSE_PATH = "/api/file/parse_process"
-POLL_SECONDS = 0.5
 READY_STATUSES = frozenset({"initialized", "parsed"})
 PARSE_TIMEOUT_MS = 120_000
 
@@ -95,18 +94,7 @@ class LegacyUploader:
         self._poll(poll, name)
 
     def _poll(self, attempt: Callable[[], dict[str, Any] | None], name: str) -> dict[str, Any]:
-        deadline = time.monotonic() + self.settings.file_parse_timeout
-        while True:
-            result = attempt()
-            if result is not None:
-                return result
-            if time.monotonic() + POLL_SECONDS > deadline:
-                raise UpstreamTimeout(
-                    f"Kimi did not finish reading {name} within "
-                    f"{self.settings.file_parse_timeout:g} s; try a smaller file or again later.",
-                    code="file_parse_timeout",
-                )
-            time.sleep(POLL_SECONDS)
+        return poll_until_ready(attempt, name, self.settings.file_parse_timeout)
 
 
 def _registration(signed: dict[str, Any], source: FileSource, chat_id: str) -> dict[str, Any]:
