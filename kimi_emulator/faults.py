@@ -44,7 +44,15 @@ PRESIGN_FAULTS = frozenset({"presign_error"})
 UPLOAD_FAULTS = frozenset({"upload_forbidden"})
 PARSE_FAULTS = frozenset({"parse_never"})
 FILE_FAULTS = PRESIGN_FAULTS | UPLOAD_FAULTS | PARSE_FAULTS
-FAULT_NAMES = CHAT_FAULTS | LEGACY_CHAT_FAULTS | REFRESH_FAULTS | RESEARCH_FAULTS | FILE_FAULTS
+# One route of either protocol answers a 500: the account (GetSubscription, /api/user), the
+# model list (web), deleting a chat.
+ACCOUNT_FAULTS = frozenset({"account_down"})
+MODELS_FAULTS = frozenset({"models_down"})
+DELETE_FAULTS = frozenset({"delete_error"})
+ROUTE_FAULTS = ACCOUNT_FAULTS | MODELS_FAULTS | DELETE_FAULTS
+FAULT_NAMES = (
+    CHAT_FAULTS | LEGACY_CHAT_FAULTS | REFRESH_FAULTS | RESEARCH_FAULTS | FILE_FAULTS | ROUTE_FAULTS
+)
 DEFAULT_FAULT_SECONDS = 1.0
 
 

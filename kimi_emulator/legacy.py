@@ -25,6 +25,8 @@ from .call_log import (
 from .context import current_state
 from .errors import EmulatorError
 from .faults import (
+    ACCOUNT_FAULTS,
+    DELETE_FAULTS,
     GARBAGE_PAGE,
     HTTP_FAULT_ERRORS,
     HTTP_FAULTS,
@@ -97,6 +99,8 @@ def refresh_access_token() -> Response:
 def show_user() -> Response:
     """The caller's account: clients send its id as ``X-Traffic-Id``."""
     user = authenticated_user()
+    if current_state().take_fault(ACCOUNT_FAULTS, user.user_id):
+        raise EmulatorError("internal", "account service unavailable")
     return jsonify(id=user.user_id, name=user.name, phone="")
 
 
@@ -115,6 +119,8 @@ def create_chat() -> Response:
 def delete_chat(chat_id: str) -> Response:
     """Mark one of the caller's chats deleted."""
     user = authenticated_user()
+    if current_state().take_fault(DELETE_FAULTS, user.user_id):
+        raise EmulatorError("internal", "chat service unavailable")
     current_state().delete_legacy_chat(user.user_id, chat_id)
     return jsonify({})
 

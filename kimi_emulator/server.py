@@ -6,6 +6,7 @@ import logging
 import threading
 from types import TracebackType
 
+from flask import Flask
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from .app import create_emulator_app
@@ -27,9 +28,14 @@ class EmulatorServer:
     """The emulator on ``host:port`` (port 0 picks a free one), served from a daemon thread."""
 
     def __init__(
-        self, state: EmulatorState | None = None, host: str = "127.0.0.1", port: int = 0
+        self,
+        state: EmulatorState | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        app: Flask | None = None,
     ) -> None:
         self.state = state or EmulatorState()
+        self.app = app  # another app to serve (a capture's replay) instead of the emulator
         self.host = host
         self.port = port
         self._server: BaseWSGIServer | None = None
@@ -46,7 +52,7 @@ class EmulatorServer:
         """Bind and serve in the background; returns self."""
         if self._server is not None:
             raise RuntimeError("the emulator is already started")
-        app = create_emulator_app(self.state)
+        app = self.app or create_emulator_app(self.state)
         self._server = make_server(
             self.host, self.port, app, threaded=True, request_handler=_QuietRequestHandler
         )

@@ -14,10 +14,13 @@ from .call_log import authenticated_user, note_caller, record_call_arrival, reco
 from .context import current_state
 from .errors import EmulatorError
 from .faults import (
+    ACCOUNT_FAULTS,
     CHAT_FAULTS,
+    DELETE_FAULTS,
     GARBAGE_PAGE,
     HTTP_FAULT_ERRORS,
     HTTP_FAULTS,
+    MODELS_FAULTS,
     REFRESH_FAULTS,
     Fault,
 )
@@ -106,13 +109,14 @@ def refresh_token() -> Response:
 def get_subscription() -> Response:
     """The user's plan: the cheap way clients check that a credential is alive."""
     user = authenticated_user()
+    _fail_on(ACCOUNT_FAULTS, user.user_id, "account service unavailable")
     return jsonify(subscription={"userId": user.user_id, "userName": user.name, "type": "free"})
 
 
 @bp.post("/apiv2/kimi.gateway.config.v1.ConfigService/GetAvailableModels")
 def get_available_models() -> Response:
     """The fixed model list."""
-    authenticated_user()
+    _fail_on(MODELS_FAULTS, authenticated_user().user_id, "model service unavailable")
     return jsonify(availableModels=AVAILABLE_MODELS, defaultScenario=DEFAULT_SCENARIO)
 
 
@@ -124,6 +128,7 @@ def delete_chat() -> Response:
     chat_id = body.get("chat_id") or body.get("chatId")
     if not isinstance(chat_id, str):
         raise EmulatorError("invalid_argument", "chat_id is required")
+    _fail_on(DELETE_FAULTS, user.user_id, "chat service unavailable")
     current_state().delete_chat(user.user_id, chat_id)
     return jsonify({})
 
@@ -153,6 +158,12 @@ def chat() -> Response:
     # Also when the client leaves mid-stream, before the reply was over.
     response.call_on_close(lambda: state.close_turn(turn))
     return response
+
+
+def _fail_on(faults: frozenset[str], user_id: str, message: str) -> None:
+    """Answer a 500 when one of ``faults`` is queued for the caller."""
+    if current_state().take_fault(faults, user_id):
+        raise EmulatorError("internal", message)
 
 
 def _chat_frame() -> dict[str, Any]:
