@@ -62,6 +62,18 @@ class Accounts:
                     return self._session(credential, cached), False
                 return self._session(credential, self._refresh(credential)), True
 
+    def refresh_now(self, credential: Credential) -> tuple[Session, TokenGrant]:
+        """Refresh even while a cached access token is good, storing a rotated refresh token
+        like any refresh (``python -m kimi doctor`` tests the refresh itself)."""
+        with self._local_lock(credential.account_id):
+            with store_lock(self.store, f"refresh:{credential.account_id}", ttl=REFRESH_LOCK_TTL):
+                grant = self._refresh(credential)
+        return self._session(credential, grant), grant
+
+    def has_rotated_token(self, credential: Credential) -> bool:
+        """Whether a refresh token Kimi rotated to is stored for this credential."""
+        return self.store.get(f"refresh_token:{credential.account_id}") is not None
+
     def invalidate(self, credential: Credential) -> None:
         """Forget the cached access token, so the next call refreshes."""
         self.store.delete(f"access:{credential.account_id}")

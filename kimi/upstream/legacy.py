@@ -96,7 +96,7 @@ class LegacyUpstream:
     def stream_turn(self, session: Session, target: TurnTarget) -> Iterator[Event]:
         options = target.options
         if options.research:
-            self._check_research_quota(session)
+            self.check_research_quota(session)
         chat_id = target.chat_id or self._create_chat(session, agent_id(options))
         yield ChatOpened(chat_id)
         files = [self.uploader.upload(session, chat_id, source) for source in target.files]
@@ -134,7 +134,8 @@ class LegacyUpstream:
             raise UpstreamError("Kimi created a chat without an id.")
         return str(data["id"])
 
-    def _check_research_quota(self, session: Session) -> None:
+    def check_research_quota(self, session: Session) -> None:
+        """Raise ``ResearchQuotaExhausted`` when the account's research quota is used up."""
         usage = self._request("GET", RESEARCH_USAGE_PATH, session, "checking the research quota")
         remain = usage.get("remain")
         if isinstance(remain, (int, float)) and remain <= 0:

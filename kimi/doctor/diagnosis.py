@@ -1,0 +1,202 @@
+"""Why a step failed: the error the adapter raised, read together with what crossed the wire
+(HTTP status, Kimi's error code and message), and a hint at the likely cause."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+from ..errors import (
+    ConversationBusy,
+    KimiError,
+    NotFound,
+    RateLimited,
+    ResearchQuotaExhausted,
+    StateStoreUnavailable,
+    UpstreamAuthRejected,
+    UpstreamCut,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from ..settings import Settings
+from .masking import Masker
+from .report import FAILED, StepResult
+from .wire import Exchange
+
+MESSAGE_LIMIT = 200
+
+HINT_PROTOCOL = (
+    "protocol changed: Kimi answered in a shape this version does not read; run again with "
+    "--capture FILE and attach the file to a bug report"
+)
+HINT_TOKEN = (
+    "token expired, revoked or rotated elsewhere: a web refresh token works once, so if another "
+    "copy of it was refreshed (another deployment, the browser, an earlier run with another state "
+    "store) this one is dead; copy a fresh refresh_token from kimi.com"
+)
+HINT_ACCESS = (
+    "Kimi refused the access token it had just issued: the account was logged out or banned, or "
+    "the protocol changed"
+)
+HINT_RATE = "rate limited: this account used its quota for now; wait {wait} or add accounts"
+HINT_RESEARCH = "only research mode is out for now; the account's other models still answer"
+HINT_BUSY = "another answer is still being written in this chat; try again in a minute"
+HINT_CHAT_GONE = "Kimi no longer knows the chat it had just opened"
+HINT_TIMEOUT = (
+    "Kimi did not answer within KIMI_CONNECT_TIMEOUT/KIMI_READ_TIMEOUT ({connect:g}/{read:g} s): a "
+    "slow or filtered network, or Kimi is overloaded"
+)
+HINT_FILE_TIMEOUT = "Kimi did not finish reading the image within FILE_PARSE_TIMEOUT ({:g} s)"
+HINT_CUT = (
+    "the answer stream ended before its end: a proxy or the network cut it, or Kimi broke off"
+)
+HINT_UNREACHABLE = (
+    "host unreachable: check DNS, firewall and proxy settings and KIMI_BASE_URL/KIMI_AUTH_URL; "
+    "some hosting regions cannot reach Kimi at all"
+)
+HINT_TLS = "TLS failed: a proxy intercepting HTTPS, an outdated CA bundle, or a wrong clock"
+HINT_SERVER = "Kimi's side failed; try again later (if it persists, Kimi may have changed)"
+HINT_STORE = "the state store failed: check KIMI_STATE_PATH, KIMI_STATE_URL or REDIS_URL"
+HINT_FILTER = "Kimi's content filter stopped the answer to the doctor's one-word prompt"
+HINT_UNREAD_ERROR = (
+    "Kimi's stream carried an error the service read past: this version does not know this "
+    "error's shape (protocol changed); run again with --capture FILE and report it"
+)
+# Kimi codes that say our request no longer fits what Kimi expects.
+REFUSED_SHAPE_CODES = frozenset({"invalid_argument", "validation.error", "unimplemented"})
+REFUSED_SHAPE_STATUSES = frozenset({400, 405, 415, 422})
+CHAT_STEPS = frozenset({"stream", "delete"})
+
+
+class ProtocolChanged(UpstreamError):
+    """Kimi answered, but not in a shape the service reads (found by the doctor's own checks)."""
+
+    code = "protocol_changed"
+
+
+class AnswerFiltered(UpstreamError):
+    """The doctor's prompt was answered with ``finish_reason`` ``content_filter``."""
+
+    code = "content_filter"
+
+
+class UnreadStreamError(UpstreamError):
+    """The adapter finished the turn, but the stream it read carried an error."""
+
+    code = "unread_stream_error"
+
+
+def diagnose(
+    step: str, exc: BaseException, exchanges: list[Exchange], settings: Settings, masker: Masker
+) -> StepResult:
+    """The failed result of ``step`` for ``exc``, with what the step's last answer said."""
+    exchange = exchanges[-1] if exchanges else None
+    status = exchange.status if exchange else None
+    code, message = kimi_error(exchange) if exchange else (None, None)
+    detail = exc.message if isinstance(exc, KimiError) else f"{type(exc).__name__}: {exc}"
+    return StepResult(
+        name=step,
+        status=FAILED,
+        detail=masker.text(detail),
+        http_status=status,
+        error_code=code,
+        error_message=masker.text(message) if message else None,
+        hint=hint(step, exc, status, code, settings),
+    )
+
+
+def hint(
+    step: str, exc: BaseException, status: int | None, code: str | None, settings: Settings
+) -> str:
+    """The likely cause, from the error's class first and the wire's facts second."""
+    for kind, text in _CLASS_HINTS:
+        if isinstance(exc, kind):
+            return text(step, exc, settings)
+    if isinstance(exc, NotFound):
+        return HINT_CHAT_GONE if step in CHAT_STEPS else f"the route was not found: {HINT_PROTOCOL}"
+    if getattr(exc, "code", None) == "upstream_unreachable":
+        return (
+            HINT_TLS
+            if isinstance(exc.__cause__, requests.exceptions.SSLError)
+            else (HINT_UNREACHABLE)
+        )
+    if (code or "").lower() in REFUSED_SHAPE_CODES or status in REFUSED_SHAPE_STATUSES:
+        return f"Kimi refused the request's shape: {HINT_PROTOCOL}"
+    if (status or 0) >= 500 or (code and isinstance(exc, KimiError)):
+        return HINT_SERVER
+    return HINT_PROTOCOL
+
+
+def _rate_hint(step: str, exc: BaseException, settings: Settings) -> str:
+    if isinstance(exc, ResearchQuotaExhausted):
+        return HINT_RESEARCH
+    wait = getattr(exc, "retry_after", None)
+    return HINT_RATE.format(wait=f"{wait} s" if wait else "a while")
+
+
+def _timeout_hint(step: str, exc: BaseException, settings: Settings) -> str:
+    if getattr(exc, "code", None) == "file_parse_timeout":
+        return HINT_FILE_TIMEOUT.format(settings.file_parse_timeout)
+    return HINT_TIMEOUT.format(connect=settings.connect_timeout, read=settings.read_timeout)
+
+
+_CLASS_HINTS: list[tuple[type[BaseException], Any]] = [
+    (ProtocolChanged, lambda step, exc, settings: HINT_PROTOCOL),
+    (UnreadStreamError, lambda step, exc, settings: HINT_UNREAD_ERROR),
+    (AnswerFiltered, lambda step, exc, settings: HINT_FILTER),
+    (
+        UpstreamAuthRejected,
+        lambda step, exc, settings: HINT_TOKEN if step == "refresh" else (HINT_ACCESS),
+    ),
+    (RateLimited, _rate_hint),
+    (ConversationBusy, lambda step, exc, settings: HINT_BUSY),
+    (UpstreamTimeout, _timeout_hint),
+    (UpstreamCut, lambda step, exc, settings: HINT_CUT),
+    (StateStoreUnavailable, lambda step, exc, settings: HINT_STORE),
+    (requests.exceptions.SSLError, lambda step, exc, settings: HINT_TLS),
+    ((KeyError, TypeError, ValueError, AttributeError), lambda step, exc, settings: HINT_PROTOCOL),
+]
+
+
+def kimi_error(exchange: Exchange) -> tuple[str | None, str | None]:
+    """Kimi's error code and message as the answer carried them: a failed answer's body, an
+    error frame, an SSE ``error`` event or a ``block.exception``."""
+    for message in reversed(exchange.messages()):
+        error = error_object(message, failed=(exchange.status or 0) >= 400)
+        if error is not None:
+            return _code(error), _message(error)
+    return None, None
+
+
+def error_object(message: Any, failed: bool = False) -> dict[str, Any] | None:
+    """The error one JSON message carries, if any (``failed``: the message is a failed answer's
+    body, which may be the error object itself)."""
+    if not isinstance(message, dict):
+        return None
+    if isinstance(message.get("error"), dict) and message["error"]:
+        return message["error"]
+    block = message.get("block")
+    if isinstance(block, dict) and isinstance(block.get("exception"), dict):
+        exception = block["exception"]
+        return exception.get("error") if isinstance(exception.get("error"), dict) else exception
+    if failed and any(key in message for key in ("code", "error_type", "message", "msg")):
+        return message
+    return None
+
+
+def _code(error: dict[str, Any]) -> str | None:
+    code = error.get("code") or error.get("error_type") or error.get("reason")
+    return str(code) if code else None
+
+
+def _message(error: dict[str, Any]) -> str | None:
+    texts = [error.get("message") or error.get("msg")]
+    localized = error.get("localizedMessage")
+    for debug in error.get("details") or []:
+        if isinstance(debug, dict) and isinstance(debug.get("debug"), dict):
+            localized = localized or debug["debug"].get("localizedMessage")
+    if isinstance(localized, dict) and localized.get("message"):
+        texts.append(localized["message"])
+    joined = " / ".join(str(text) for text in texts if text)
+    return joined[:MESSAGE_LIMIT] or None
