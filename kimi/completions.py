@@ -23,6 +23,7 @@ from .errors import (
     ResearchQuotaExhausted,
     UpstreamAuthRejected,
     UpstreamError,
+    UpstreamOverloaded,
     UpstreamTimeout,
 )
 from .events import ChatOpened, Citation, ContentEvent, Finish, ReplyStarted, TextDelta
@@ -166,9 +167,12 @@ class TurnStream:
                     ) from exc
             except RateLimited as exc:
                 self._cool_down(credential, exc)
-                if self._content_sent or existing or len(self.pool) == 1:
+                if not self._may_fail_over(existing, tried):
                     raise
-                if len(tried) + 1 >= MAX_ACCOUNTS_TRIED:
+            except UpstreamOverloaded:
+                # Kimi's model is overloaded, not this account: no cool-down, another may get in;
+                # when every account was tried, Kimi's own words are the answer.
+                if not self._may_fail_over(existing, tried) or len(tried) + 1 >= len(self.pool):
                     raise
             except (UpstreamError, UpstreamTimeout) as exc:
                 self.accounts.pool.record_error(credential, exc)
@@ -177,6 +181,13 @@ class TurnStream:
             self._give_back()
             checkout = None
             log.info("Trying another account after %s failed", credential.label)
+
+    def _may_fail_over(self, existing: Conversation | None, tried: set[str]) -> bool:
+        """Whether another account may take this turn: nothing sent yet, no kept chat (it has
+        one owner), another account in the pool, and tries left."""
+        if self._content_sent or existing or len(self.pool) == 1:
+            return False
+        return len(tried) + 1 < MAX_ACCOUNTS_TRIED
 
     def _check_out(self, existing: Conversation | None, tried: set[str]) -> Checkout:
         """An account for the next attempt, holding one of its slots; a kept chat's owner."""

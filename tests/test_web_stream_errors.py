@@ -12,11 +12,12 @@ from kimi.errors import (
     RateLimited,
     UpstreamAuthRejected,
     UpstreamError,
+    UpstreamOverloaded,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
 from kimi.events import Finish, TextDelta
-from kimi.upstream.connect import END_STREAM_FLAG, FrameDecoder, encode_frame
+from kimi.upstream.connect import END_STREAM_FLAG, Frame, FrameDecoder, encode_frame
 from kimi.upstream.web_errors import describe_stream_error, localized_message, stream_error
 from kimi.upstream.web_stream import WebStreamParser
 
@@ -155,3 +156,93 @@ def test_an_empty_end_of_stream_frame_after_done_finishes_normally():
     events, raised = parse_split(data, 7)
     assert raised is None
     assert events[-1] == Finish("stop")
+
+
+def exception(reason: str, severity: str = "SEVERITY_ERROR", message: str = "出错了") -> dict:
+    error = {"reason": reason, "severity": severity, "localizedMessage": {"message": message}}
+    return {
+        "op": "set",
+        "mask": "block.exception",
+        "block": {"id": "b9", "exception": {"error": error}},
+    }
+
+
+COMPLETED = {
+    "op": "set",
+    "mask": "message.status",
+    "message": {"id": "r1", "status": "MESSAGE_STATUS_COMPLETED"},
+}
+LATE_TEXT = {
+    "op": "append",
+    "mask": "block.text.content",
+    "block": {"id": "b2", "text": {"content": " more"}},
+}
+
+
+@pytest.mark.parametrize("before", [[REPLY], [REPLY, TEXT]], ids=["before-text", "after-text"])
+def test_an_overload_exception_raises_overloaded_whatever_follows_at_every_split(before):
+    data = stream_bytes([*before, exception("REASON_COMPLETION_OVERLOADED"), COMPLETED, DONE], {})
+    for offset in range(len(data) + 1):
+        events, raised = parse_split(data, offset)
+        assert isinstance(raised, UpstreamOverloaded), offset
+        assert raised.status == 503
+        assert "出错了" in raised.message
+        assert not any(isinstance(e, Finish) for e in events)
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "REASON_CONTENT_SENSITIVE",
+        "REASON_BLOCKED",
+        "REASON_RISK_CONTROL",
+        "REASON_MODERATION",
+        "REASON_MODEL_REFUSED",
+        "REASON_CONTENT_FILTER",
+    ],
+)
+def test_a_moderation_exception_finishes_as_content_filter_keeping_the_text(reason):
+    data = stream_bytes([REPLY, TEXT, exception(reason), LATE_TEXT, COMPLETED, DONE], {})
+    for offset in range(len(data) + 1):
+        events, raised = parse_split(data, offset)
+        assert raised is None, offset
+        assert events[-2:] == [TextDelta("Half"), Finish("content_filter")], offset
+
+
+def test_a_retracting_moderation_exception_is_noted_on_the_parser():
+    parser = WebStreamParser()
+    list(parser.feed(Frame(0, REPLY)))
+    list(parser.feed(Frame(0, exception("REASON_SENSITIVE", "SEVERITY_BLOCK_RETRACT"))))
+    assert list(parser.close()) == [Finish("content_filter")]
+    assert parser.retracted
+
+
+def test_a_moderation_exception_finishes_even_when_the_stream_then_stops():
+    no_end = b"".join(encode_frame(m) for m in [REPLY, TEXT, exception("REASON_SENSITIVE")])
+    events, raised = parse_split(no_end, 0)
+    assert raised is None
+    assert events[-1] == Finish("content_filter")
+
+
+@pytest.mark.parametrize("shape", ["nested", "flat", "empty"])
+def test_an_unknown_exception_is_an_error_with_kimis_message(shape):
+    error = {"reason": "REASON_NEW", "localizedMessage": {"message": "换个问题试试"}}
+    body = {"nested": {"error": error}, "flat": error, "empty": {}}[shape]
+    parser = WebStreamParser()
+    list(parser.feed(Frame(0, REPLY)))
+    list(
+        parser.feed(
+            Frame(0, {"op": "set", "mask": "block.exception", "block": {"exception": body}})
+        )
+    )
+    with pytest.raises(UpstreamError) as caught:
+        list(parser.close())
+    assert type(caught.value) is UpstreamError
+    if shape != "empty":
+        assert "换个问题试试" in caught.value.message
+
+
+def test_an_error_frame_after_an_exception_wins():
+    data = stream_bytes([REPLY, exception("REASON_SENSITIVE")], {"error": error("unavailable")})
+    _, raised = parse_split(data, 0)
+    assert isinstance(raised, UpstreamUnavailable)

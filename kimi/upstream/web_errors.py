@@ -8,6 +8,7 @@ what Kimi shows its own users, so it is the one passed on.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ..errors import (
@@ -15,6 +16,7 @@ from ..errors import (
     ConversationBusy,
     KimiError,
     UpstreamError,
+    UpstreamOverloaded,
     UpstreamUnavailable,
 )
 from ..settings import COOLDOWN_SECONDS
@@ -24,6 +26,23 @@ from .http import MESSAGE_LIMIT, error_for
 # message is the only way to tell that from a rate limit (English and Chinese wordings).
 BUSY_MESSAGE_WORDS = ("in progress", "generating", "being generated", "正在", "进行中", "生成中")
 KEPT_CHAT_CODES = frozenset({"not_found", "permission_denied"})
+# A block.exception's reason (or a final message status) naming one of these was a refusal or
+# moderation: the answer ends as ``content_filter``. No public capture shows the exact words.
+MODERATION_WORDS = (
+    "SENSITIVE",
+    "BLOCK",
+    "RISK",
+    "MODERAT",
+    "REFUS",
+    "FILTER",
+    "VIOLAT",
+    "REJECT",
+    "CENSOR",
+    "UNSAFE",
+    "POLICY",
+)
+OVERLOAD_WORD = "OVERLOAD"  # REASON_COMPLETION_OVERLOADED
+RETRACT_WORD = "RETRACT"  # SEVERITY_BLOCK_RETRACT: Kimi's own client withdraws the text shown
 
 
 class StreamErrorSummary(NamedTuple):
@@ -76,6 +95,43 @@ def describe_stream_error(error: Any, *, kept_chat: bool = False) -> StreamError
     """``(status, code, message)`` for an error frame, e.g. for a diagnostic report."""
     mapped = stream_error(error, kept_chat=kept_chat)
     return StreamErrorSummary(mapped.status, error_code(error), localized_message(error))
+
+
+@dataclass(frozen=True)
+class AnswerException:
+    """A ``block.exception`` read: why Kimi stopped the answer, and what the client gets."""
+
+    reason: str
+    message: str
+    retracted: bool  # the severity says the text shown so far is withdrawn
+
+    @property
+    def moderated(self) -> bool:
+        """A refusal or moderation: the answer ends as ``content_filter``, not as an error."""
+        return OVERLOAD_WORD not in self.reason and mentions_moderation(self.reason)
+
+    def error(self) -> KimiError:
+        """The error a failed (not moderated) answer ends with."""
+        if OVERLOAD_WORD in self.reason:
+            return UpstreamOverloaded(f"Kimi is overloaded: {self.message}")
+        return UpstreamError(f"Kimi stopped the answer: {self.message}", code="kimi_exception")
+
+
+def read_exception(exception: Any) -> AnswerException:
+    """The ``exception`` of a ``block.exception``: ``{"error": {"reason", "severity",
+    "localizedMessage": {"message"}}}`` (the fields straight in it are read as well)."""
+    error = exception.get("error") if isinstance(exception, dict) else None
+    error = error if isinstance(error, dict) else exception if isinstance(exception, dict) else {}
+    reason = str(error.get("reason") or "").upper()
+    message = (localized_message(error) or reason or "no reason given")[:MESSAGE_LIMIT]
+    retracted = RETRACT_WORD in str(error.get("severity") or "").upper()
+    return AnswerException(reason, message, retracted)
+
+
+def mentions_moderation(name: str) -> bool:
+    """Whether a reason or status name says the answer was refused or moderated."""
+    upper = name.upper()
+    return any(word in upper for word in MODERATION_WORDS)
 
 
 def _debug_entries(error: dict[str, Any]) -> list[dict[str, Any]]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 from ..citations import CitationStripper
+from ..errors import KimiError
 from ..events import (
     FINISH_CONTENT_FILTER,
     FINISH_STOP,
@@ -19,11 +21,11 @@ from ..events import (
 from ..settings import COOLDOWN_SECONDS
 from .base import TurnTarget
 from .connect import Frame
-from .web_errors import stream_error
+from .web_errors import mentions_moderation, read_exception, stream_error
+
+log = logging.getLogger(__name__)
 
 STATUS_COMPLETED = "MESSAGE_STATUS_COMPLETED"
-# Final statuses that mean the answer was stopped by moderation rather than finished.
-FILTERED_STATUS_WORDS = ("BLOCK", "FILTER", "SENSITIVE", "VIOLAT", "REJECT")
 PARAGRAPH = "\n\n"
 
 
@@ -32,7 +34,8 @@ class WebStreamParser:
 
     Call ``close()`` at the end of the byte stream: it yields the ``Finish`` when the turn
     reached a proper end (completed status, ``done`` or the end-of-stream flag), and leaves
-    ``finished`` false when the stream was cut.
+    ``finished`` false when the stream was cut. A ``block.exception`` ends the answer: a
+    moderated one finishes as ``content_filter``, any other raises from ``close()``.
     """
 
     def __init__(self, retry_after: float = COOLDOWN_SECONDS, *, kept_chat: bool = False) -> None:
@@ -45,6 +48,9 @@ class WebStreamParser:
         self._stripper = CitationStripper()
         self._finish_sent = False
         self._done = False
+        self._stopped = False  # a block.exception ended the answer: later operations are not it
+        self._failure: KimiError | None = None  # raised at close, unless an error frame came
+        self.retracted = False  # Kimi withdrew the text sent so far (see README)
 
     @classmethod
     def for_turn(cls, target: TurnTarget, retry_after: float = COOLDOWN_SECONDS) -> WebStreamParser:
@@ -70,13 +76,20 @@ class WebStreamParser:
         Finishing only here, not at ``done``, means the stream is read to its very end, so
         Kimi has closed the turn before the next one in the same chat is sent.
         """
+        if self._failure is not None:
+            raise self._failure
         if self._done or self._finish_reason is not None:
             yield from self._finish()
 
     def _operation(self, message: dict[str, Any]) -> Iterator[Event]:
+        if self._stopped:
+            return
         mask = str(message.get("mask", ""))
-        if mask.startswith("block"):
-            yield from self._block(message.get("block") or {})
+        block = message.get("block") if isinstance(message.get("block"), dict) else {}
+        if mask == "block.exception" or isinstance(block.get("exception"), dict):
+            self._exception(block.get("exception"))
+        elif mask.startswith("block"):
+            yield from self._block(block)
         elif mask.startswith("message"):
             yield from self._message(message.get("message") or {})
 
@@ -91,8 +104,18 @@ class WebStreamParser:
         status = str(msg.get("status") or "")
         if status == STATUS_COMPLETED:
             self._finish_reason = FINISH_STOP
-        elif any(word in status for word in FILTERED_STATUS_WORDS):
+        elif mentions_moderation(status):
             self._finish_reason = FINISH_CONTENT_FILTER
+
+    def _exception(self, exception: Any) -> None:
+        self._stopped = True
+        stopped = read_exception(exception)
+        if not stopped.moderated:
+            self._failure = stopped.error()
+            return
+        self._finish_reason = FINISH_CONTENT_FILTER
+        self.retracted = stopped.retracted
+        log.info("Kimi refused the answer: %s (retracted: %s)", stopped.reason, stopped.retracted)
 
     def _block(self, block: dict[str, Any]) -> Iterator[Event]:
         block_id = str(block.get("id", ""))
