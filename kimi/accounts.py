@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from .errors import UpstreamAuthRejected
 from .pool import AccountPool
-from .settings import MAX_CONCURRENT_PER_ACCOUNT
+from .settings import LEASE_SECONDS, MAX_CONCURRENT_PER_ACCOUNT
 from .store import StateStore, store_lock
 from .tokens import Credential
 from .upstream.base import Session, TokenGrant, Upstream
@@ -39,11 +39,16 @@ class Accounts:
         max_concurrent: int = MAX_CONCURRENT_PER_ACCOUNT,
         wait_seconds: float = 0.0,
         clock: Callable[[], float] = time.time,
+        lease_seconds: float = LEASE_SECONDS,
     ) -> None:
         self.store = store
         self.upstream = upstream
         self.pool = AccountPool(
-            store, max_concurrent=max_concurrent, wait_seconds=wait_seconds, clock=clock
+            store,
+            max_concurrent=max_concurrent,
+            wait_seconds=wait_seconds,
+            lease_seconds=lease_seconds,
+            clock=clock,
         )
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()

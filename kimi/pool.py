@@ -1,8 +1,9 @@
 """Which account serves a turn: the least recently used available one, within its turn cap.
 
 Every turn holds a slot (a lease in the account's ``AccountHealth`` record) from the moment its
-account is chosen until the turn is closed. A lease runs out by itself after ``LEASE_SECONDS``
-unless the turn renews it, so a worker that crashed mid-turn does not hold a slot for ever.
+account is chosen until the turn is closed. A lease runs out by itself after ``lease_seconds``
+(``KIMI_LEASE_SECONDS``) unless the turn renews it, so a worker or a whole instance that died
+mid-turn does not hold a slot for ever.
 Only the server's own pool (``KIMI_TOKENS``) is capped: callers' own tokens are theirs to use
 as they like; turns are counted on any pool that has a choice to make.
 """
@@ -23,17 +24,18 @@ from .errors import (
     ResearchQuotaExhausted,
     UpstreamAuthRejected,
 )
-from .settings import MAX_CONCURRENT_PER_ACCOUNT
+from .settings import LEASE_SECONDS, MAX_CONCURRENT_PER_ACCOUNT
 from .store import StateStore
 from .tokens import Credential
 
 log = logging.getLogger(__name__)
 
-# A turn renews its lease at most this often while events flow; the lease outlives the longest
-# silence a turn can have (KIMI_READ_TIMEOUT) plus the renewal step.
-LEASE_SECONDS = 300.0
+# The default lease (LEASE_SECONDS) outlives the longest silence a turn can have
+# (KIMI_READ_TIMEOUT, 120 s) plus the renewal step. A turn renews its lease while events flow,
+# once a minute at most, and at least this many times per lease when the lease is short.
 LEASE_RENEW_SECONDS = 60.0
 # What a caller is told to wait when every account is busy: a turn usually ends within that.
+LEASE_RENEWALS = 5
 BUSY_RETRY_AFTER = 5.0
 WAIT_POLL_SECONDS = 0.1
 REASON_RATE_LIMITED = "rate_limited"
@@ -78,11 +80,13 @@ class AccountPool:
         max_concurrent: int = MAX_CONCURRENT_PER_ACCOUNT,
         wait_seconds: float = 0.0,
         clock: Callable[[], float] = time.time,
+        lease_seconds: float = LEASE_SECONDS,
     ) -> None:
         self.book = HealthBook(store)
         self.max_concurrent = max_concurrent
         self.wait_seconds = wait_seconds
         self.clock = clock
+        self.lease_seconds = lease_seconds
 
     # Choosing
 
@@ -121,13 +125,13 @@ class AccountPool:
         """Keep a long turn's slot: called on every event, writes once a minute at most."""
         if checkout.lease_id is None or checkout.released:
             return
-        if time.monotonic() - checkout.renewed_at < LEASE_RENEW_SECONDS:
+        step = min(LEASE_RENEW_SECONDS, self.lease_seconds / LEASE_RENEWALS)
+        if time.monotonic() - checkout.renewed_at < step:
             return
         checkout.renewed_at = time.monotonic()
-        lease_id, now = checkout.lease_id, self.clock()
-        self.book.update(
-            checkout.credential.account_id, lambda h: h.renewed(lease_id, now, LEASE_SECONDS)
-        )
+        lease_id, now, seconds = checkout.lease_id, self.clock(), self.lease_seconds
+        account_id = checkout.credential.account_id
+        self.book.update(account_id, lambda h: h.renewed(lease_id, now, seconds))
 
     # What happened on an account
 
@@ -241,7 +245,7 @@ class AccountPool:
         def take(current: AccountHealth) -> AccountHealth | None:
             if not current.available(now, cap, research):
                 return None
-            return current.leased(lease_id, now, LEASE_SECONDS)
+            return current.leased(lease_id, now, self.lease_seconds)
 
         taken = self.book.update(credential.account_id, take)
         if taken is None:

@@ -40,6 +40,7 @@ class KimiService:
             self.upstream,
             max_concurrent=settings.max_concurrent_per_account,
             wait_seconds=settings.pool_wait_seconds,
+            lease_seconds=settings.lease_seconds,
         )
         self.conversations = Conversations(self.store, settings.conversation_ttl_seconds)
         self.stream_slots = StreamSlots(settings.max_streams_per_worker)

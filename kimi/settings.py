@@ -20,6 +20,9 @@ MAX_FILES_PER_MESSAGE = 10
 MAX_CONCURRENT_PER_ACCOUNT = 2  # turns one server-pool account runs at once
 # A request with dead tokens stops after this many accounts, however many it names.
 MAX_ACCOUNTS_TRIED = 3
+# Seconds a turn's slot on an account outlives the turn's last sign of life (the turn renews it
+# while it runs): what a crashed worker or instance holds at most.
+LEASE_SECONDS = 300.0
 # Anthropic model names (glob patterns, first match wins) and the Kimi model each one runs as.
 DEFAULT_ANTHROPIC_MODEL_MAP = (("claude-*", "kimi"),)
 
@@ -66,6 +69,7 @@ class Settings:
     allow_public_pool: bool = False
     anthropic_model_map: tuple[tuple[str, str], ...] = DEFAULT_ANTHROPIC_MODEL_MAP
     request_body_timeout: float = 60.0
+    lease_seconds: float = LEASE_SECONDS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -143,6 +147,7 @@ class Settings:
             anthropic_model_map=_model_map(env.get("ANTHROPIC_MODEL_MAP", "")),
             reasoning_output=parse_reasoning_mode(
                 env.get("REASONING_OUTPUT", "").strip() or None, name="REASONING_OUTPUT"
+            lease_seconds=_number(env, "KIMI_LEASE_SECONDS", cls.lease_seconds),
             ),
         )
 
