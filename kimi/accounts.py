@@ -38,8 +38,8 @@ class Accounts:
         *,
         max_concurrent: int = MAX_CONCURRENT_PER_ACCOUNT,
         wait_seconds: float = 0.0,
-        clock: Callable[[], float] = time.time,
         lease_seconds: float = LEASE_SECONDS,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.upstream = upstream

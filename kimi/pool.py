@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 # (KIMI_READ_TIMEOUT, 120 s) plus the renewal step. A turn renews its lease while events flow,
 # once a minute at most, and at least this many times per lease when the lease is short.
 LEASE_RENEW_SECONDS = 60.0
-# What a caller is told to wait when every account is busy: a turn usually ends within that.
 LEASE_RENEWALS = 5
+# What a caller is told to wait when every account is busy: a turn usually ends within that.
 BUSY_RETRY_AFTER = 5.0
 WAIT_POLL_SECONDS = 0.1
 REASON_RATE_LIMITED = "rate_limited"
@@ -79,14 +79,14 @@ class AccountPool:
         *,
         max_concurrent: int = MAX_CONCURRENT_PER_ACCOUNT,
         wait_seconds: float = 0.0,
-        clock: Callable[[], float] = time.time,
         lease_seconds: float = LEASE_SECONDS,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.book = HealthBook(store)
         self.max_concurrent = max_concurrent
         self.wait_seconds = wait_seconds
-        self.clock = clock
         self.lease_seconds = lease_seconds
+        self.clock = clock
 
     # Choosing
 

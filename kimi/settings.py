@@ -63,13 +63,13 @@ class Settings:
     max_concurrent_per_account: int = MAX_CONCURRENT_PER_ACCOUNT
     file_extract_concurrency: int = 2
     pool_wait_seconds: float = 0.0
+    lease_seconds: float = LEASE_SECONDS
     max_request_mb: float = 10.0
     max_tokens_per_header: int = 10
     token_checks_per_minute: int = 10
     allow_public_pool: bool = False
     anthropic_model_map: tuple[tuple[str, str], ...] = DEFAULT_ANTHROPIC_MODEL_MAP
     request_body_timeout: float = 60.0
-    lease_seconds: float = LEASE_SECONDS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -136,18 +136,18 @@ class Settings:
             pool_wait_seconds=_number(
                 env, "POOL_WAIT_SECONDS", cls.pool_wait_seconds, allow_zero=True
             ),
+            lease_seconds=_number(env, "KIMI_LEASE_SECONDS", cls.lease_seconds),
             max_request_mb=_number(env, "MAX_REQUEST_MB", cls.max_request_mb),
             max_tokens_per_header=int(
                 _number(env, "MAX_TOKENS_PER_HEADER", cls.max_tokens_per_header)
             ),
             token_checks_per_minute=int(
                 _number(env, "TOKEN_CHECKS_PER_MINUTE", cls.token_checks_per_minute)
-            request_body_timeout=_number(env, "REQUEST_BODY_TIMEOUT", cls.request_body_timeout),
             ),
+            request_body_timeout=_number(env, "REQUEST_BODY_TIMEOUT", cls.request_body_timeout),
             anthropic_model_map=_model_map(env.get("ANTHROPIC_MODEL_MAP", "")),
             reasoning_output=parse_reasoning_mode(
                 env.get("REASONING_OUTPUT", "").strip() or None, name="REASONING_OUTPUT"
-            lease_seconds=_number(env, "KIMI_LEASE_SECONDS", cls.lease_seconds),
             ),
         )
 
