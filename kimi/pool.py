@@ -103,9 +103,14 @@ class AccountPool:
         deadline = time.monotonic() + self.wait_seconds
         while True:
             records = [self.book.read(c.account_id) for c in pool]
-            checkout = self._take_first(pool, records, exclude, server_pool, research)
+            ready = self._ready(pool, records, exclude, server_pool, research)
+            checkout = self._take_first(ready, len(pool), server_pool, research)
             if checkout is not None:
                 return checkout
+            if ready:
+                # Other turns (of this or another instance) took the slots these records showed
+                # free: what is left is read again, not judged from the records they changed.
+                continue
             shortage = self._shortage(pool, records, server_pool, research)
             remaining = deadline - time.monotonic()
             if shortage.frees_in is None or remaining <= 0 or shortage.frees_in > remaining:
@@ -204,24 +209,36 @@ class AccountPool:
 
     # Inside
 
-    def _take_first(
+    def _ready(
         self,
         pool: Sequence[Credential],
         records: list[AccountHealth],
         exclude: set[str] | frozenset[str],
         server_pool: bool,
         research: bool,
-    ) -> Checkout | None:
+    ) -> list[tuple[AccountHealth, Credential]]:
+        """The accounts the records show available, least recently used first."""
         now = self.clock()
         cap = self.max_concurrent if server_pool else None
-        counted = server_pool or len(pool) > 1
         ready = [
             (record, credential)
             for record, credential in zip(records, pool, strict=True)
             if credential.account_id not in exclude and record.available(now, cap, research)
         ]
-        # Least recently used first; never used ones in the configured order (a stable sort).
+        # Never used ones in the configured order (a stable sort).
         ready.sort(key=lambda pair: pair[0].last_used or 0.0)
+        return ready
+
+    def _take_first(
+        self,
+        ready: list[tuple[AccountHealth, Credential]],
+        pool_size: int,
+        server_pool: bool,
+        research: bool,
+    ) -> Checkout | None:
+        """A slot on the first of ``ready`` that still has one when asked."""
+        cap = self.max_concurrent if server_pool else None
+        counted = server_pool or pool_size > 1
         for record, credential in ready:
             checkout = self._take(credential, record, counted, cap, research)
             if checkout is not None:

@@ -1,0 +1,318 @@
+"""Two instances behind one address, sharing one Redis: what ``docker compose --scale`` runs.
+
+Each instance is a real gunicorn (the shipped gunicorn.conf.py, gevent workers) started like the
+Procfile, on its own loopback port; both use the same ``KIMI_TOKENS``, the same redis-server and
+the emulator. Whichever instance answers, a caller must never see a 401 (a rotation the other
+instance did not learn of) or a 404 (a conversation the other instance does not know).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+from helpers import ROOT, free_port, sse_events, streamed_text, upstream_calls
+
+from kimi.pool import BUSY_CODE
+from kimi.settings import PROTOCOLS
+
+API_KEY = "sk-scale-out-test"
+HEADERS = {"Authorization": f"Bearer {API_KEY}"}
+REPLY_PREFIX = "Emulator reply to: "
+REFRESH = {"web": "AuthService/RefreshToken", "legacy": "/api/auth/token/refresh"}
+TURN = {"web": "ChatService/Chat", "legacy": "/completion/stream"}
+# Under the service's 60 s safety margin, so no access token is cached: every turn refreshes.
+# (2 s, not 1: expiry is whole seconds, so a 1 s token can be dead on arrival.)
+SHORT_ACCESS_TTL = 2
+# Seconds a Redis call may take before the request fails with a 503.
+STATE_TIMEOUT = "0.5"
+# Bounds that only catch a hang or a server that never starts; nothing is timed against them.
+START_SECONDS = 30.0
+HANG_SECONDS = 30.0
+ROTATION_TURNS = 8
+CONCURRENT_TURNS = 50
+LEASE_SECONDS = 2.0
+# Thirty words: a reply of many frames, each held back by the emulator's "slow" fault.
+LONG_PROMPT = " ".join(f"word{n}" for n in range(30))
+SLOW_FRAME_SECONDS = 0.5
+
+
+@dataclass
+class Instance:
+    """One gunicorn master and its workers, in a process group of their own."""
+
+    name: str
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+    killed: bool = field(default=False)
+
+    def chat(self, content: str = "hi", *, stream: bool = False, **body) -> requests.Response:
+        body.setdefault("model", "kimi")
+        body.setdefault("messages", [{"role": "user", "content": content}])
+        return requests.post(
+            self.url + "/v1/chat/completions",
+            json={**body, "stream": stream},
+            headers=HEADERS,
+            stream=stream,
+            timeout=HANG_SECONDS,
+        )
+
+    def healthz(self) -> requests.Response:
+        return requests.get(self.url + "/healthz", headers=HEADERS, timeout=HANG_SECONDS)
+
+    def wait_until_serving(self) -> None:
+        deadline = time.monotonic() + START_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited:\n{self.output()}")
+            try:
+                if requests.get(self.url + "/ping", timeout=2).ok:
+                    return
+            except (requests.ConnectionError, requests.Timeout):
+                time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not start:\n{self.output()}")
+
+    def kill(self) -> None:
+        """SIGKILL the master and its workers at once, as a host or container dies."""
+        if not self.killed:
+            self.killed = True
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(HANG_SECONDS)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def start_instances(emulator, redis_server, tmp_path, protocol):
+    """``start(tokens, redis=..., workers=(1, 1), **env)``: gunicorn instances sharing one Redis
+    under a key prefix of this test's own; each is killed (by its process group) at the end."""
+    started: list[Instance] = []
+    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+
+    def start(tokens, *, redis=None, workers=(1, 1), **env: str) -> list[Instance]:
+        shared = {
+            **os.environ,
+            "HOST": "127.0.0.1",
+            "KIMI_PROTOCOL": protocol,
+            "KIMI_BASE_URL": emulator.url,
+            "KIMI_AUTH_URL": emulator.url,
+            "KIMI_TOKENS": ",".join(tokens),
+            "API_KEYS": API_KEY,
+            "KIMI_STATE_URL": (redis or redis_server).url,
+            "KIMI_REDIS_PREFIX": f"scale-out-{uuid.uuid4().hex}:",
+            "KIMI_STATE_TIMEOUT": STATE_TIMEOUT,
+            "GRACEFUL_TIMEOUT": "1",
+            **env,
+        }
+        instances = []
+        for number, count in enumerate(workers, start=1):
+            name, port = f"instance{number}", free_port()
+            # Its own disk: a host of its own, whose only shared state is Redis.
+            env_of_one = {**shared, "PORT": str(port), "WEB_CONCURRENCY": str(count)}
+            env_of_one["KIMI_STATE_PATH"] = str(tmp_path / f"{name}.db")
+            log_path = tmp_path / f"{name}.log"
+            with log_path.open("wb") as log:
+                process = subprocess.Popen(
+                    [gunicorn, "-c", "gunicorn.conf.py", "app:app"],
+                    cwd=ROOT,
+                    env=env_of_one,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own process group, killed as one
+                )
+            instance = Instance(name, f"http://127.0.0.1:{port}", process, log_path)
+            started.append(instance)
+            instances.append(instance)
+        for instance in instances:
+            instance.wait_until_serving()
+        return instances
+
+    yield start
+    for instance in started:
+        instance.kill()
+
+
+@pytest.fixture
+def accounts(new_account):
+    """Three emulator users; the service gets their refresh tokens as ``KIMI_TOKENS``."""
+    return [new_account(name) for name in ("alice", "bob", "carol")]
+
+
+def assert_ok(response: requests.Response, stream: bool = False) -> str:
+    """The answer's text, after checking it is a whole 200."""
+    assert response.status_code == 200, response.text
+    if not stream:
+        return response.json()["choices"][0]["message"]["content"]
+    events = sse_events(response.content)
+    assert events[-1] == "[DONE]"
+    return streamed_text(events)
+
+
+def refreshes(emulator, protocol: str) -> list[dict]:
+    return upstream_calls(emulator, REFRESH[protocol])
+
+
+def turn_users(emulator, protocol: str) -> list[str]:
+    return [call["user_id"] for call in upstream_calls(emulator, TURN[protocol])]
+
+
+# Rotation
+
+
+def test_a_rotation_made_by_one_instance_is_used_by_the_other(start_instances, account, emulator):
+    emulator.state.configure(access_ttl=SHORT_ACCESS_TTL)
+    first, second = start_instances([account.refresh_token])
+    for turn in range(ROTATION_TURNS):
+        instance = (first, second)[turn % 2]
+        assert assert_ok(instance.chat(f"turn {turn}")) == f"{REPLY_PREFIX}turn {turn}"
+    calls = refreshes(emulator, "web")
+    # Every turn refreshed, each with the refresh token the previous turn's refresh got back,
+    # half of them on the other instance: each token was spent once, and none was refused.
+    assert [c["status"] for c in calls] == [200] * ROTATION_TURNS
+    spent = [c["body"]["refresh_token"] for c in calls]
+    assert spent[0] == account.refresh_token
+    assert len(set(spent)) == len(spent)
+
+
+# Conversations
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_conversation_kept_on_one_instance_continues_on_the_other_with_its_account(
+    start_instances, accounts, emulator, protocol
+):
+    first, second = start_instances([a.refresh_token for a in accounts])
+    kept = first.chat("first question", conversation_id="none")
+    assert kept.status_code == 200, kept.text
+    chat_id = kept.json()["id"]
+    messages = [
+        {"role": "user", "content": "first question"},
+        {"role": "assistant", "content": kept.json()["choices"][0]["message"]["content"]},
+        {"role": "user", "content": "second question"},
+    ]
+    # The other instance's least recently used account is another one: only the kept
+    # conversation's record, read from Redis, can send the turn to the owner.
+    continued = second.chat(messages=messages, conversation_id=chat_id)
+    assert assert_ok(continued) == REPLY_PREFIX + "second question"
+    assert continued.json()["id"] == chat_id
+    owner = emulator.state.chats()[chat_id]
+    assert [m["text"] for m in owner["messages"] if m["role"] == "user"] == [
+        "first question",
+        "second question",
+    ]
+    assert turn_users(emulator, protocol) == [owner["user_id"]] * 2
+
+
+# Many turns at once
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_fifty_concurrent_turns_on_two_instances_refresh_each_account_one_at_a_time(
+    start_instances, accounts, emulator, protocol
+):
+    emulator.state.configure(access_ttl=SHORT_ACCESS_TTL, frame_delay=0.01)
+    instances = start_instances(
+        [a.refresh_token for a in accounts], workers=(2, 2), POOL_WAIT_SECONDS="20"
+    )
+
+    def turn(number: int) -> tuple[int, str]:
+        stream = number % 2 == 0
+        response = instances[number % 2].chat(f"turn {number}", stream=stream)
+        return number, assert_ok(response, stream)
+
+    with ThreadPoolExecutor(CONCURRENT_TURNS) as pool:
+        answers = dict(pool.map(turn, range(CONCURRENT_TURNS)))
+    assert answers == {n: f"{REPLY_PREFIX}turn {n}" for n in range(CONCURRENT_TURNS)}
+
+    calls = refreshes(emulator, protocol)
+    assert {c["status"] for c in calls} == {200}  # no refresh token was spent twice
+    by_account = defaultdict(list)
+    for call in calls:
+        by_account[call["user_id"]].append(call)
+    assert set(by_account) == {a.user_id for a in accounts}
+    for account_calls in by_account.values():
+        account_calls.sort(key=lambda c: c["arrived_at"])
+        for before, after in zip(account_calls, account_calls[1:], strict=False):
+            assert after["arrived_at"] >= before["answered_at"], "two refreshes at once"
+
+    # No rotation was lost: the least recently used order gives each account one more turn.
+    emulator.state.clear_calls()
+    for instance in instances:
+        for _ in accounts:
+            assert_ok(instance.chat("after"))
+    assert sorted(turn_users(emulator, protocol)) == sorted(2 * [a.user_id for a in accounts])
+
+
+# Redis hung
+
+
+def assert_store_503(response: requests.Response) -> None:
+    assert response.status_code == 503, response.text
+    error = response.json()["error"]
+    assert (error["type"], error["code"]) == ("service_unavailable", "state_store_unavailable")
+    assert "Redis" in error["message"]
+
+
+def test_a_hung_redis_is_a_quick_503_on_both_instances_and_both_recover(
+    start_instances, private_redis, account
+):
+    instances = start_instances([account.refresh_token], redis=private_redis)
+    for instance in instances:
+        assert_ok(instance.chat())
+    private_redis.pause()
+    try:
+        for instance in instances:
+            # requests gives up after HANG_SECONDS: a hang fails here, not a slow answer.
+            assert_store_503(instance.chat())
+            assert_store_503(instance.chat(stream=True))
+            health = instance.healthz()
+            assert health.status_code == 503
+            assert health.json()["store"] == "unavailable"
+    finally:
+        private_redis.resume()
+    for instance in instances:
+        assert_ok(instance.chat())
+        assert_ok(instance.chat(stream=True), stream=True)
+        assert instance.healthz().json()["store"] == "ok"
+
+
+# A killed instance
+
+
+def test_a_killed_instances_slot_on_an_account_runs_out_after_the_lease(
+    start_instances, account, emulator
+):
+    first, second = start_instances(
+        [account.refresh_token],
+        KIMI_MAX_CONCURRENT_PER_ACCOUNT="1",
+        KIMI_LEASE_SECONDS=str(LEASE_SECONDS),
+    )
+    emulator.state.add_fault("slow", seconds=SLOW_FRAME_SECONDS)
+    stream = first.chat(LONG_PROMPT, stream=True)
+    assert stream.status_code == 200
+    pieces = stream.iter_content(chunk_size=None)
+    next(pieces)  # the turn runs, holding the account's only slot
+    time.sleep(LEASE_SECONDS * 1.5)  # longer than a lease: a live turn keeps renewing its own
+    next(pieces)
+    busy = second.chat()
+    assert busy.status_code == 429, busy.text
+    assert busy.json()["error"]["code"] == BUSY_CODE
+
+    first.kill()  # mid-stream, with the slot taken and never given back
+    stream.close()
+    deadline = time.monotonic() + HANG_SECONDS
+    while (answer := second.chat()).status_code == 429 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert assert_ok(answer) == REPLY_PREFIX + "hi"
