@@ -28,9 +28,11 @@ def create_app(settings: Settings | None = None, service: KimiService | None = N
     from .anthropic_routes import bp as anthropic_bp
     from .responses_routes import bp as responses_bp
     from .routes import bp
+    from .status_routes import init_status
 
     app.register_blueprint(bp)
     app.register_blueprint(anthropic_bp)
     app.register_blueprint(responses_bp)
+    init_status(app)  # /status and /metrics, only with ADMIN_KEY
     logging.getLogger("kimi").setLevel(logging.INFO)
     return app

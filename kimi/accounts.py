@@ -12,12 +12,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from .errors import UpstreamAuthRejected
 from .pool import AccountPool
 from .settings import LEASE_SECONDS, MAX_CONCURRENT_PER_ACCOUNT
 from .store import StateStore, store_lock
-from .tokens import Credential
+from .tokens import Credential, decode_claims
 from .upstream.base import Session, TokenGrant, Upstream
 from .upstream.http import stable_digits
 
@@ -78,6 +79,14 @@ class Accounts:
     def has_rotated_token(self, credential: Credential) -> bool:
         """Whether a refresh token Kimi rotated to is stored for this credential."""
         return self.store.get(f"refresh_token:{credential.account_id}") is not None
+
+    def token_claims(self, credential: Credential) -> dict[str, Any]:
+        """The JWT claims of the account's current token (the rotated refresh token when Kimi
+        rotated it), for the status page's token age: never the token itself."""
+        if credential.is_access_token:
+            return credential.claims
+        rotated = self.store.get(f"refresh_token:{credential.account_id}")
+        return decode_claims(rotated) if rotated else credential.claims
 
     def invalidate(self, credential: Credential) -> None:
         """Forget the cached access token, so the next call refreshes."""

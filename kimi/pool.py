@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from . import metrics
 from .account_health import AccountHealth, HealthBook
 from .errors import (
     KimiError,
@@ -155,6 +156,7 @@ class AccountPool:
     ) -> None:
         """Skip the account for ``seconds`` (the time Kimi gave, else the configured rest)."""
         now = self.clock()
+        metrics.count_upstream_error(RateLimited.__name__)
         self.book.update(
             credential.account_id,
             lambda h: h.cooled(now + seconds, reason, RateLimited.__name__, now),
@@ -165,6 +167,7 @@ class AccountPool:
         """Skip the account for research turns only: its other modes still work."""
         now = self.clock()
         error = ResearchQuotaExhausted.__name__
+        metrics.count_upstream_error(error)
         self.book.update(
             credential.account_id, lambda h: h.research_cooled(now + seconds, error, now)
         )
@@ -174,6 +177,7 @@ class AccountPool:
         """Kimi rejected the token even freshly refreshed: one failure more; dead after many."""
         now = self.clock()
         error = UpstreamAuthRejected.__name__
+        metrics.count_upstream_error(error)
         health = self.book.update(credential.account_id, lambda h: h.auth_failed(error, now))
         if health and health.dead_since == now:
             log.warning(
@@ -186,10 +190,12 @@ class AccountPool:
     def record_error(self, credential: Credential, error: KimiError) -> None:
         """Note an upstream failure (its class) that says nothing about the token."""
         now = self.clock()
+        metrics.count_upstream_error(type(error).__name__)
         self.book.update(credential.account_id, lambda h: h.failed(type(error).__name__, now))
 
     def refreshed(self, credential: Credential) -> None:
         now = self.clock()
+        metrics.count_refresh()
         self.book.update(credential.account_id, lambda h: h.refreshed(now))
 
     # Reading

@@ -36,6 +36,8 @@ class Settings:
     auth_url: str = WEB_AUTH_URL
     kimi_tokens: tuple[Credential, ...] = ()
     api_keys: tuple[str, ...] = ()
+    # Opens GET /status and GET /metrics to whoever sends it; empty: both are 404.
+    admin_key: str = field(default="", repr=False)
     state_path: str = "./data/kimi-state.db"
     # A redis:// (or sqlite:///) URL that wins over state_path; it may hold a password.
     state_url: str = field(default="", repr=False)
@@ -97,6 +99,7 @@ class Settings:
             ),
             kimi_tokens=kimi_tokens,
             api_keys=api_keys,
+            admin_key=_admin_key(env, api_keys),
             allow_public_pool=allow_public_pool,
             state_path=env.get("KIMI_STATE_PATH", "").strip() or cls.state_path,
             state_url=_state_url(env),
@@ -189,6 +192,14 @@ def _model_map(raw: str) -> tuple[tuple[str, str], ...]:
             )
         pairs.append((pattern, model))
     return tuple(pairs)
+
+
+def _admin_key(env: Mapping[str, str], api_keys: tuple[str, ...]) -> str:
+    """``ADMIN_KEY``: never one of the API keys, so a caller's key cannot open the status page."""
+    key = env.get("ADMIN_KEY", "").strip()
+    if key and key in api_keys:
+        raise ValueError("ADMIN_KEY must not be one of API_KEYS: callers would hold the admin key")
+    return key
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
