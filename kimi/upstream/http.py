@@ -27,6 +27,7 @@ from ..errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from ..settings import Settings
 from .base import Session
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,10 @@ USER_AGENT = (
     "Chrome/131.0.0.0 Safari/537.36"
 )
 TIMEZONE = "Asia/Shanghai"
-POOL_SIZE = 64
+# Connections kept for reuse: as many as the streams a worker holds by default
+# (MAX_STREAMS_PER_WORKER), so that a busy worker does not open (and, on kimi.com, handshake TLS
+# for) a new connection for every turn beyond the pool, and close it after.
+POOL_SIZE = Settings.max_streams_per_worker
 MESSAGE_LIMIT = 300  # characters of an upstream error message passed on to the client
 
 
@@ -51,16 +55,25 @@ def make_http_session() -> requests.Session:
     session.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate"})
     # requests reads proxy, CA-bundle and .netrc settings from the environment on every call
     # when trust_env is on, a large share of a short call's CPU. The environment does not change
-    # while we run: look once, and keep reading it only when it holds something to use.
+    # while we run: look once. A CA bundle is set on the session; only proxies and .netrc keep
+    # requests reading the environment.
+    bundle = _ca_bundle()
+    if bundle:
+        session.verify = bundle
     session.trust_env = _environment_configures_http()
     return session
 
 
+def _ca_bundle() -> str | None:
+    """The CA bundle requests would read from the environment, if one is named."""
+    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None
+
+
 def _environment_configures_http() -> bool:
-    """Whether proxies, a CA bundle or a .netrc file are set up for requests to honour."""
+    """Whether proxies or a .netrc file are set up for requests to honour."""
     if urllib.request.getproxies():
         return True
-    if any(os.environ.get(name) for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NETRC")):
+    if os.environ.get("NETRC"):
         return True
     return any(os.path.exists(os.path.expanduser(f"~/{name}")) for name in (".netrc", "_netrc"))
 
