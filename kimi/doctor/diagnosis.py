@@ -58,7 +58,16 @@ HINT_UNREACHABLE = (
 HINT_TLS = "TLS failed: a proxy intercepting HTTPS, an outdated CA bundle, or a wrong clock"
 HINT_SERVER = "Kimi's side failed; try again later (if it persists, Kimi may have changed)"
 HINT_STORE = "the state store failed: check KIMI_STATE_PATH, KIMI_STATE_URL or REDIS_URL"
-HINT_FILTER = "Kimi's content filter stopped the answer to the doctor's one-word prompt"
+HINT_FILTER = (
+    "Kimi stopped the answer: its content filter, or an error it reported inside the stream "
+    "(see its code and message)"
+)
+HINT_FORBIDDEN = (
+    "Kimi refused access (permission denied): the account may lack the permission, or a "
+    "pre-signed upload URL was refused"
+)
+HINT_PARSE_FAILED = "Kimi could not read the doctor's tiny PNG: its file reading is failing"
+HINT_OVERLOADED = "Kimi's model is overloaded right now; try again in a few minutes"
 HINT_UNREAD_ERROR = (
     "Kimi's stream carried an error the service read past: this version does not know this "
     "error's shape (protocol changed); run again with --capture FILE and report it"
@@ -115,12 +124,14 @@ def hint(
             return text(step, exc, settings)
     if isinstance(exc, NotFound):
         return HINT_CHAT_GONE if step in CHAT_STEPS else f"the route was not found: {HINT_PROTOCOL}"
-    if getattr(exc, "code", None) == "upstream_unreachable":
-        return (
-            HINT_TLS
-            if isinstance(exc.__cause__, requests.exceptions.SSLError)
-            else (HINT_UNREACHABLE)
-        )
+    own_code = getattr(exc, "code", None)
+    if own_code == "upstream_unreachable":
+        tls = isinstance(exc.__cause__, requests.exceptions.SSLError)
+        return HINT_TLS if tls else HINT_UNREACHABLE
+    if own_code in _CODE_HINTS:
+        return _CODE_HINTS[own_code]
+    if status == 403 or (code or "").lower() == "permission_denied":
+        return HINT_FORBIDDEN
     if (code or "").lower() in REFUSED_SHAPE_CODES or status in REFUSED_SHAPE_STATUSES:
         return f"Kimi refused the request's shape: {HINT_PROTOCOL}"
     if (status or 0) >= 500 or (code and isinstance(exc, KimiError)):
@@ -140,6 +151,9 @@ def _timeout_hint(step: str, exc: BaseException, settings: Settings) -> str:
         return HINT_FILE_TIMEOUT.format(settings.file_parse_timeout)
     return HINT_TIMEOUT.format(connect=settings.connect_timeout, read=settings.read_timeout)
 
+
+# The service's own error codes (``KimiError.code``) that say enough by themselves.
+_CODE_HINTS = {"file_parse_failed": HINT_PARSE_FAILED, "upstream_overloaded": HINT_OVERLOADED}
 
 _CLASS_HINTS: list[tuple[type[BaseException], Any]] = [
     (ProtocolChanged, lambda step, exc, settings: HINT_PROTOCOL),
