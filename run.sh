@@ -40,6 +40,18 @@ ensure_redis_server() {
         apt-get install -y -qq --no-install-recommends redis-server >/dev/null
 }
 
+# tests/test_status_browser.py renders the status page in Debian's chromium (driven by
+# playwright, which never downloads a browser of its own): the package when missing.
+ensure_chromium() {
+    local sudo=""
+    command -v chromium >/dev/null && return
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    echo "Installing chromium with apt-get..." >&2
+    $sudo apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends chromium >/dev/null
+}
+
 case "${1:-}" in
 serve)
     ensure_venv requirements.txt
@@ -49,6 +61,7 @@ test)
     ensure_venv requirements-dev.txt
     ensure_node_client
     ensure_redis_server
+    ensure_chromium
     "$VENV/bin/ruff" check .
     "$VENV/bin/ruff" format --check .
     shift

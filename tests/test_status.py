@@ -176,9 +176,11 @@ def test_status_answers_json_to_machines_and_html_to_a_browser(admin_app, accept
 
 
 def test_the_html_page_is_self_contained(scenario):
-    page = scenario.app.test_client().get(
-        "/status", headers={**ADMIN, "Accept": BROWSER_ACCEPT}
-    ).get_data(as_text=True)
+    page = (
+        scenario.app.test_client()
+        .get("/status", headers={**ADMIN, "Accept": BROWSER_ACCEPT})
+        .get_data(as_text=True)
+    )
     assert "<style>" in page
     for external in ("<script", "<link", "src=", "http://", "https://", "@import"):
         assert external not in page
