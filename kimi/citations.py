@@ -8,6 +8,7 @@ split across frames, so the stripper holds back an unfinished marker until it ca
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 MARKER_DELIMITERS = frozenset("\ue3a0\ue3a8\U0001f6e0\U0001f3a8")
 # A marker body is a short reference like "web_search:1#5"; longer or other text is prose.
@@ -16,10 +17,15 @@ _MARKER_BODY = re.compile(r"[A-Za-z0-9_:#.,\-^\[\]]*")
 
 
 class CitationStripper:
-    """Feed text pieces in order; get back the same text without citation markers."""
+    """Feed text pieces in order; get back the same text without citation markers.
 
-    def __init__(self) -> None:
+    ``render``, when given, turns a whole marker's body (``web_search:1#5``) into the text put
+    in its place (a numbered reference); without it markers are dropped.
+    """
+
+    def __init__(self, render: Callable[[str], str] | None = None) -> None:
         self._held = ""  # an opening delimiter's body seen so far, not yet closed
+        self._render = render
 
     def feed(self, text: str) -> str:
         out: list[str] = []
@@ -40,7 +46,9 @@ class CitationStripper:
                 out.append(char)
             return
         if char in MARKER_DELIMITERS:
-            self._held = ""  # a whole marker: drop it
+            body, self._held = self._held[1:], ""  # a whole marker: drop or render it
+            if self._render is not None:
+                out.append(self._render(body))
             return
         self._held += char
         body = self._held[1:]

@@ -14,19 +14,14 @@ from .faults import Fault
 from .frames import END_OF_STREAM
 from .state import Turn
 from .stream_failures import FAILURE_FAULTS, stream_failure
+from .web_search import SEARCH_SUFFIX_PIECES, search_chunks, tool_blocks, used_search_chunks
 
 ANSWER_PREFIX = "Emulator reply to: "
 THINKING_PREFIX = "Thinking about: "
 ANSWER_LINE_LIMIT = 200
 CHAT_NAME_LENGTH = 20
 THINKING_LINE_LIMIT = 40
-# With search on, the answer ends with citation markers, cut mid-marker across frames so
-# clients prove they strip markers that span reads.
-SEARCH_SUFFIX_PIECES = (
-    " According to the web\U0001f6e0web_se",
-    "arch:1#5\U0001f6e0 it is sunny\ue3a0cite",
-    ":2\ue3a8.",
-)
+# With search on, the answer ends with citations of its sources (see web_search.py).
 SEARCH_SUFFIX = "".join(SEARCH_SUFFIX_PIECES)
 WORDS_PER_PIECE = 2
 THINK_BLOCK, TEXT_BLOCK, TOOL_BLOCK = "b1", "b2", "b3"
@@ -89,7 +84,7 @@ def plan_reply(turn: Turn, request: ReplyRequest, fault: Fault | None = None) ->
     if fault and fault.name == "degrade":
         notice = {"type": "TYPE_MODEL_DEGRADE", "message": "Kimi is busy; a lighter model answers"}
         frames.append(_frame({"notice": notice}))
-    frames += _answer_frames(request)
+    frames += _answer_frames(request, turn)
     frames += [_frame(_status(turn, COMPLETED)), _done(len(frames)), _end()]
     return _apply_fault(frames, turn, fault) if fault else frames
 
@@ -128,19 +123,14 @@ def _opening(turn: Turn) -> list[dict[str, Any]]:
     ]
 
 
-def _answer_frames(request: ReplyRequest) -> list[PlannedFrame]:
+def _answer_frames(request: ReplyRequest, turn: Turn) -> list[PlannedFrame]:
     pieces = text_pieces(_plain_answer(request))
     if not request.search:
         return _block_frames(TEXT_BLOCK, "text", pieces)
-    tool = {
-        "toolCallId": "t1",
-        "name": "web_search",
-        "args": '{"query": "weather"}',
-        "status": "STATUS_RUNNING",
-    }
-    block = {"id": TOOL_BLOCK, "tool": tool}
-    tool_frame = _frame({"op": "set", "mask": "block.tool", "block": block})
-    return [tool_frame, *_block_frames(TEXT_BLOCK, "text", pieces + list(SEARCH_SUFFIX_PIECES))]
+    reply_id = turn.assistant_message_id
+    search = [_frame(op) for op in [*tool_blocks(TOOL_BLOCK), search_chunks(reply_id)]]
+    text = _block_frames(TEXT_BLOCK, "text", pieces + list(SEARCH_SUFFIX_PIECES))
+    return [*search, *text, _frame(used_search_chunks(reply_id))]
 
 
 def text_pieces(text: str) -> list[str]:

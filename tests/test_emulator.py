@@ -83,9 +83,10 @@ def test_search_answer_splits_citation_markers_across_frames(emulator, alice) ->
     frames = read_frames(post_chat(emulator.url, alice.access_token, body))
 
     assert any(piece.count("\U0001f6e0") == 1 for piece in text_pieces(frames))
+    assert any(piece.endswith("[^") for piece in text_pieces(frames))
     assert answer_of(frames) == (
         "Emulator reply to: weather? According to the web\U0001f6e0web_search:1#5\U0001f6e0"
-        " it is sunny\ue3a0cite:2\ue3a8."
+        " it is sunny\ue3a0cite:2\ue3a8 and mild[^3^][^2^]."
     )
 
 

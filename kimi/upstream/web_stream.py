@@ -6,12 +6,12 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from ..citations import CitationStripper
 from ..errors import KimiError
 from ..events import (
     FINISH_CONTENT_FILTER,
     FINISH_STOP,
     ChatOpened,
+    Citation,
     Event,
     Finish,
     ReasoningDelta,
@@ -22,6 +22,7 @@ from ..settings import COOLDOWN_SECONDS
 from .base import TurnTarget
 from .connect import Frame
 from .web_errors import mentions_moderation, read_exception, stream_error
+from .web_sources import ReferenceRenderer, SearchSources
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +39,22 @@ class WebStreamParser:
     moderated one finishes as ``content_filter``, any other raises from ``close()``.
     """
 
-    def __init__(self, retry_after: float = COOLDOWN_SECONDS, *, kept_chat: bool = False) -> None:
+    def __init__(
+        self,
+        retry_after: float = COOLDOWN_SECONDS,
+        *,
+        kept_chat: bool = False,
+        numbered_sources: bool = True,
+    ) -> None:
         self.finished = False
         self._retry_after = retry_after
         self._kept_chat = kept_chat  # a continued chat: "not found" means the client's id
+        self._sources = SearchSources()
+        # Without a source list (a "silent" model) references to it are dropped.
+        self._references = ReferenceRenderer(self._sources, numbered=numbered_sources)
         self._reply_id: str | None = None
         self._finish_reason: str | None = None
         self._last_block: dict[str, str] = {}  # kind -> id of the block that last wrote it
-        self._stripper = CitationStripper()
         self._finish_sent = False
         self._done = False
         self._stopped = False  # a block.exception ended the answer: later operations are not it
@@ -55,7 +64,11 @@ class WebStreamParser:
     @classmethod
     def for_turn(cls, target: TurnTarget, retry_after: float = COOLDOWN_SECONDS) -> WebStreamParser:
         """A parser for the answer to ``target``."""
-        return cls(retry_after, kept_chat=bool(target.chat_id))
+        return cls(
+            retry_after,
+            kept_chat=bool(target.chat_id),
+            numbered_sources=not target.options.silent,
+        )
 
     def feed(self, frame: Frame) -> Iterator[Event]:
         """The events of one frame. An error frame raises, even after ``done``: the stream is
@@ -94,6 +107,8 @@ class WebStreamParser:
             yield from self._message(message.get("message") or {})
 
     def _message(self, msg: dict[str, Any]) -> Iterator[Event]:
+        if isinstance(msg.get("refs"), dict):
+            self._sources.add_refs(msg["refs"])
         if msg.get("role") == "assistant" and msg.get("id") and self._reply_id is None:
             self._reply_id = str(msg["id"])
             yield ReplyStarted(self._reply_id)
@@ -119,6 +134,8 @@ class WebStreamParser:
 
     def _block(self, block: dict[str, Any]) -> Iterator[Event]:
         block_id = str(block.get("id", ""))
+        if isinstance(block.get("tool"), dict):
+            self._sources.add_tool(block["tool"])
         if isinstance(block.get("think"), dict):
             yield from self._piece(block_id, "think", block["think"].get("content"))
         if isinstance(block.get("text"), dict):
@@ -142,7 +159,7 @@ class WebStreamParser:
         if kind == "think":
             yield ReasoningDelta(content)
             return
-        text = self._stripper.feed(content)
+        text = self._references.feed(content)
         if text:
             yield TextDelta(text)
 
@@ -151,9 +168,11 @@ class WebStreamParser:
         if self._finish_sent:
             return
         self._finish_sent = True
-        tail = self._stripper.flush()
+        tail = self._references.flush()
         if tail:
             yield TextDelta(tail)
+        for source in self._sources.listed():
+            yield Citation(source.title, source.url)
         yield Finish(self._finish_reason or FINISH_STOP)
 
 
