@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine:  ./run.sh serve   or   ./run.sh test
+# (and ./run.sh doctor [TOKEN]: which upstream step breaks, see the README)
 # Creates .venv, installs the pinned requirements, then serves or tests.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -72,8 +73,14 @@ emulator)
     shift
     exec "$VENV/bin/python" -m kimi_emulator "$@"
     ;;
+doctor)
+    ensure_venv requirements.txt
+    shift
+    exec "$VENV/bin/python" -m kimi doctor "$@"
+    ;;
 *)
-    echo "usage: ./run.sh serve | test [pytest args] | emulator [--port 9000]" >&2
+    echo "usage: ./run.sh serve | test [pytest args] | emulator [--port 9000]" \
+        "| doctor [TOKEN] [--json] [--capture FILE]" >&2
     exit 2
     ;;
 esac

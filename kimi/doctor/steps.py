@@ -115,12 +115,9 @@ def refresh(walk: Walk) -> str:
         return f"an access token: used as it is, no refresh{left}"
     used_stored = accounts.has_rotated_token(credential)
     walk.session, grant = accounts.refresh_now(credential)
-    detail = f"new access token, valid {_minutes(grant.expires_at)}"
+    detail = f"new access token ({_minutes(grant.expires_at)})"
     if walk.upstream.rotates_refresh_tokens:
-        detail += (
-            f"; Kimi rotated the refresh token and the new one is kept in "
-            f"{accounts.store.describe()}, where the service reads it"
-        )
+        detail += f"; the rotated refresh token is kept in {accounts.store.describe()}"
     if used_stored:
         detail += " (refreshed with the rotated token kept there, not the one given)"
     return detail
