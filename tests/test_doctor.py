@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from helpers import ROOT, chat, free_port
@@ -221,3 +222,23 @@ def test_python_dash_m_kimi_runs_the_doctor(account, emulator, tmp_path):
     )
     assert usage.returncode == 2
     assert "doctor" in usage.stderr
+
+
+def test_run_sh_doctor_installs_and_runs_the_doctor(account, emulator, tmp_path):
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "VENV": str(Path(sys.executable).parent.parent),
+        **doctor_env(emulator, "legacy", tmp_path),
+    }
+    done = subprocess.run(
+        ["./run.sh", "doctor", "-", "--json"],
+        cwd=ROOT,
+        env=env,
+        input=account.refresh_token + "\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["ok"] is True
