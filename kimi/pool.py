@@ -11,6 +11,7 @@ as they like; turns are counted on any pool that has a choice to make.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -23,6 +24,7 @@ from .errors import (
     NoUsableAccount,
     RateLimited,
     ResearchQuotaExhausted,
+    StateStoreUnavailable,
     UpstreamAuthRejected,
 )
 from .settings import LEASE_SECONDS, MAX_CONCURRENT_PER_ACCOUNT
@@ -36,6 +38,9 @@ log = logging.getLogger(__name__)
 # once a minute at most, and at least this many times per lease when the lease is short.
 LEASE_RENEW_SECONDS = 60.0
 LEASE_RENEWALS = 5
+# A slot the store could not be told about (down or hung) is given back later: tried again this
+# often until the store answers or the lease has run out by itself.
+RELEASE_RETRY_SECONDS = 1.0
 # What a caller is told to wait when every account is busy: a turn usually ends within that.
 BUSY_RETRY_AFTER = 5.0
 WAIT_POLL_SECONDS = 0.1
@@ -124,8 +129,8 @@ class AccountPool:
             return
         checkout.released = True
         if checkout.lease_id is not None:
-            lease_id = checkout.lease_id
-            self.book.update(checkout.credential.account_id, lambda h: h.released(lease_id, served))
+            expires = checkout.renewed_at + self.lease_seconds
+            self._give_back(checkout.credential, checkout.lease_id, served, expires)
 
     def renew(self, checkout: Checkout) -> None:
         """Keep a long turn's slot: called on every event, writes once a minute at most."""
@@ -137,7 +142,11 @@ class AccountPool:
         checkout.renewed_at = time.monotonic()
         lease_id, now, seconds = checkout.lease_id, self.clock(), self.lease_seconds
         account_id = checkout.credential.account_id
-        self.book.update(account_id, lambda h: h.renewed(lease_id, now, seconds))
+        try:
+            self.book.update(account_id, lambda h: h.renewed(lease_id, now, seconds))
+        except StateStoreUnavailable:
+            # The answer goes on: the lease has most of its time left, the next event tries again.
+            log.info("Could not renew a slot of %s; the turn goes on", checkout.credential.label)
 
     # What happened on an account
 
@@ -270,12 +279,77 @@ class AccountPool:
                 return None
             return current.leased(lease_id, now, self.lease_seconds)
 
-        taken = self.book.update(credential.account_id, take)
+        try:
+            taken = self.book.update(credential.account_id, take)
+        except StateStoreUnavailable:
+            if lease_id is not None:
+                # A hung store may still carry the write out when it wakes: a slot nobody holds.
+                expires = time.monotonic() + self.lease_seconds
+                self._give_back_later(credential, lease_id, False, expires)
+            raise
         if taken is None:
             return None
         if record.dead_since is not None:
             log.info("Probing dead account %s with a turn", credential.label)
         return Checkout(credential, lease_id, taken.has_failures, time.monotonic())
+
+    def _give_back(
+        self, credential: Credential, lease_id: str, served: bool, expires: float
+    ) -> None:
+        """Drop the lease from the account's record now, or later if the store fails now."""
+        try:
+            self.book.update(credential.account_id, lambda h: h.released(lease_id, served))
+        except StateStoreUnavailable:
+            # The turn is over either way. Left alone, its slot would look taken until the lease
+            # runs out (minutes), long after the store is back: the account would answer 429s.
+            log.info("Could not give back a slot of %s yet; trying again", credential.label)
+            self._give_back_later(credential, lease_id, served, expires)
+
+    def _give_back_later(
+        self, credential: Credential, lease_id: str, served: bool, expires: float
+    ) -> None:
+        """Retry the release in the background (a greenlet under gevent) until it lands."""
+
+        def retry() -> None:
+            while time.monotonic() + RELEASE_RETRY_SECONDS < expires:
+                time.sleep(RELEASE_RETRY_SECONDS)
+                try:
+                    self.book.update(credential.account_id, lambda h: h.released(lease_id, served))
+                except StateStoreUnavailable:
+                    continue
+                log.info("Gave back a slot of %s after the store came back", credential.label)
+                return
+
+        threading.Thread(target=retry, name="kimi-slot-release", daemon=True).start()
+
+    def _give_back(
+        self, credential: Credential, lease_id: str, served: bool, expires: float
+    ) -> None:
+        """Drop the lease from the account's record now, or later if the store fails now."""
+        try:
+            self.book.update(credential.account_id, lambda h: h.released(lease_id, served))
+        except StateStoreUnavailable:
+            # The turn is over either way. Left alone, its slot would look taken until the lease
+            # runs out (minutes), long after the store is back: the account would answer 429s.
+            log.info("Could not give back a slot of %s yet; trying again", credential.label)
+            self._give_back_later(credential, lease_id, served, expires)
+
+    def _give_back_later(
+        self, credential: Credential, lease_id: str, served: bool, expires: float
+    ) -> None:
+        """Retry the release in the background (a greenlet under gevent) until it lands."""
+
+        def retry() -> None:
+            while time.monotonic() + RELEASE_RETRY_SECONDS < expires:
+                time.sleep(RELEASE_RETRY_SECONDS)
+                try:
+                    self.book.update(credential.account_id, lambda h: h.released(lease_id, served))
+                except StateStoreUnavailable:
+                    continue
+                log.info("Gave back a slot of %s after the store came back", credential.label)
+                return
+
+        threading.Thread(target=retry, name="kimi-slot-release", daemon=True).start()
 
     def _shortage(
         self,

@@ -45,6 +45,8 @@ LEASE_SECONDS = 2.0
 # Thirty words: a reply of many frames, each held back by the emulator's "slow" fault.
 LONG_PROMPT = " ".join(f"word{n}" for n in range(30))
 SLOW_FRAME_SECONDS = 0.5
+# A reply of thirty frames this far apart outlasts the state store's timeout several times over.
+SHORT_FRAME_SECONDS = 0.1
 
 
 @dataclass
@@ -286,6 +288,34 @@ def test_a_hung_redis_is_a_quick_503_on_both_instances_and_both_recover(
         assert_ok(instance.chat())
         assert_ok(instance.chat(stream=True), stream=True)
         assert instance.healthz().json()["store"] == "ok"
+
+
+# The default lease: a slot left taken would make the account busy for five minutes. A short
+# one: the turn also tries to renew its lease while Redis hangs.
+@pytest.mark.parametrize("lease", [{}, {"KIMI_LEASE_SECONDS": "5"}], ids=["default", "renewed"])
+def test_a_turn_that_ends_while_redis_hangs_gives_its_slot_back_once_redis_is_back(
+    start_instances, private_redis, account, emulator, lease
+):
+    first, second = start_instances(
+        [account.refresh_token], redis=private_redis, KIMI_MAX_CONCURRENT_PER_ACCOUNT="1", **lease
+    )
+    emulator.state.add_fault("slow", seconds=SHORT_FRAME_SECONDS)
+    stream = first.chat(LONG_PROMPT, stream=True)
+    pieces = stream.iter_content(chunk_size=None)
+    head = next(pieces)  # the turn holds the account's only slot
+    private_redis.pause()
+    try:
+        # Kimi's answer does not need Redis: it reaches the client whole.
+        body = head + b"".join(pieces)
+    finally:
+        private_redis.resume()
+    events = sse_events(body)
+    assert events[-1] == "[DONE]"
+    assert streamed_text(events) == REPLY_PREFIX + LONG_PROMPT
+    deadline = time.monotonic() + HANG_SECONDS  # far shorter than the default lease
+    while (answer := second.chat()).status_code == 429 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert assert_ok(answer) == REPLY_PREFIX + "hi"
 
 
 # A killed instance
