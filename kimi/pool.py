@@ -322,35 +322,6 @@ class AccountPool:
 
         threading.Thread(target=retry, name="kimi-slot-release", daemon=True).start()
 
-    def _give_back(
-        self, credential: Credential, lease_id: str, served: bool, expires: float
-    ) -> None:
-        """Drop the lease from the account's record now, or later if the store fails now."""
-        try:
-            self.book.update(credential.account_id, lambda h: h.released(lease_id, served))
-        except StateStoreUnavailable:
-            # The turn is over either way. Left alone, its slot would look taken until the lease
-            # runs out (minutes), long after the store is back: the account would answer 429s.
-            log.info("Could not give back a slot of %s yet; trying again", credential.label)
-            self._give_back_later(credential, lease_id, served, expires)
-
-    def _give_back_later(
-        self, credential: Credential, lease_id: str, served: bool, expires: float
-    ) -> None:
-        """Retry the release in the background (a greenlet under gevent) until it lands."""
-
-        def retry() -> None:
-            while time.monotonic() + RELEASE_RETRY_SECONDS < expires:
-                time.sleep(RELEASE_RETRY_SECONDS)
-                try:
-                    self.book.update(credential.account_id, lambda h: h.released(lease_id, served))
-                except StateStoreUnavailable:
-                    continue
-                log.info("Gave back a slot of %s after the store came back", credential.label)
-                return
-
-        threading.Thread(target=retry, name="kimi-slot-release", daemon=True).start()
-
     def _shortage(
         self,
         pool: Sequence[Credential],
