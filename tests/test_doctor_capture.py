@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pytest
 from helpers import ROOT
 
 from kimi.doctor import run_doctor
 from kimi.doctor.masking import MASKED, REDACTED, Masker
+from kimi.settings import Settings
 from kimi.store import open_configured_store
 from kimi.tokens import Credential
 from kimi_emulator import EmulatorServer
@@ -35,24 +39,70 @@ def exchanges(lines: list[dict], path_part: str = "") -> list[dict]:
     return [x for x in lines if x["type"] == "exchange" and path_part in x["request"]["path"]]
 
 
-@pytest.fixture
-def capture(make_settings, account, emulator, tmp_path):
-    """A capture of a healthy walk, and the settings it was made with."""
-    settings = make_settings(read_timeout=5.0)
-    path = tmp_path / "capture.jsonl"
-    report, _ = run_doctor(settings, account.refresh_token, capture=str(path))
-    assert report.ok, report.steps
-    return path, settings
+@dataclass(frozen=True)
+class Captured:
+    """A capture of a healthy walk, and what the walk left: to look for in the file."""
+
+    path: Path
+    token: str
+    calls: list[dict]
+    secrets: list[str]
 
 
-def replay_walk(path, make_settings, token: str, tmp_path):
-    """The doctor's walk against the emulator replaying ``path``."""
-    replay = Replay.from_file(path)
-    with EmulatorServer(app=create_replay_app(replay)) as server:
-        settings = make_settings(
-            base_url=server.url, auth_url=server.url, state_path=str(tmp_path / "replay.db")
+@pytest.fixture(scope="module")
+def captures(emulator_server, tmp_path_factory) -> dict[str, Captured]:
+    """One capture per protocol, made once for the module."""
+    emulator_server.state.reset()
+    made = {}
+    for protocol in PROTOCOLS:
+        directory = tmp_path_factory.mktemp(f"capture-{protocol}")
+        account = emulator_server.state.create_user(f"capture-{protocol}")
+        emulator_server.state.clear_calls()
+        settings = Settings(
+            protocol=protocol,
+            base_url=emulator_server.url,
+            auth_url=emulator_server.url,
+            state_path=str(directory / "state.db"),
+            read_timeout=5.0,
         )
-        report, _ = run_doctor(settings, token)
+        path = directory / "capture.jsonl"
+        report, _ = run_doctor(settings, account.refresh_token, capture=str(path))
+        assert report.ok, report.steps
+        calls = emulator_server.state.calls()
+        secrets = walk_secrets(settings, account) + list(emulator_server.state.chats())
+        made[protocol] = Captured(path, account.refresh_token, calls, secrets)
+    return made
+
+
+@pytest.fixture
+def capture(captures, protocol, tmp_path) -> Captured:
+    """This protocol's capture, as a copy the test may edit."""
+    captured = captures[protocol]
+    copy = tmp_path / "capture.jsonl"
+    shutil.copy(captured.path, copy)
+    return replace(captured, path=copy)
+
+
+def walk_secrets(settings: Settings, account) -> list[str]:
+    """The tokens and ids of the account after a walk: given, rotated, issued, its identity."""
+    store = open_configured_store(settings)
+    account_id = Credential.parse(account.refresh_token).account_id
+    access = json.loads(store.get(f"access:{account_id}"))["access_token"]
+    claims = Credential.parse(account.refresh_token).claims
+    found = [account.refresh_token, access, account.user_id, claims["device_id"], claims["ssid"]]
+    return [*found, store.get(f"refresh_token:{account_id}") or ""]
+
+
+def replay_settings(protocol: str, url: str, tmp_path) -> Settings:
+    state_path = str(tmp_path / "replay.db")
+    return Settings(protocol=protocol, base_url=url, auth_url=url, state_path=state_path)
+
+
+def replay_walk(capture: Captured, protocol: str, tmp_path):
+    """The doctor's walk against the emulator replaying ``capture``."""
+    replay = Replay.from_file(capture.path)
+    with EmulatorServer(app=create_replay_app(replay)) as server:
+        report, _ = run_doctor(replay_settings(protocol, server.url, tmp_path), capture.token)
     return report
 
 
@@ -112,14 +162,13 @@ def test_a_short_id_is_masked_only_where_a_whole_string_equals_it():
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_a_capture_holds_every_call_the_walk_made(capture, emulator):
-    path, _ = capture
-    lines = read_lines(path)
+def test_a_capture_holds_every_call_the_walk_made(capture):
+    lines = read_lines(capture.path)
 
     assert lines[0]["type"] == "capture"
     assert lines[-1]["type"] == "result" and lines[-1]["ok"] is True
     recorded = [(x["request"]["method"], x["request"]["path"]) for x in exchanges(lines)]
-    made = [(call["method"], call["path"]) for call in emulator.state.calls()]
+    made = [(call["method"], call["path"]) for call in capture.calls]
     masked_made = [(method, path) for method, path in recorded if not path.startswith("/")]
     assert masked_made == []
     assert len(recorded) == len(made) + 1  # and the reach step's GET /, which no route logs
@@ -128,8 +177,7 @@ def test_a_capture_holds_every_call_the_walk_made(capture, emulator):
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_a_capture_decodes_the_answer_stream(capture, protocol):
-    path, _ = capture
-    (chat_exchange,) = exchanges(read_lines(path), CHAT_PATHS[protocol])
+    (chat_exchange,) = exchanges(read_lines(capture.path), CHAT_PATHS[protocol])
     body = chat_exchange["response"]["body"]
 
     if protocol == "web":
@@ -141,18 +189,10 @@ def test_a_capture_decodes_the_answer_stream(capture, protocol):
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_a_capture_holds_no_token_cookie_or_id(capture, account, emulator):
-    path, settings = capture
-    text = path.read_text()
-    store = open_configured_store(settings)
-    account_id = Credential.parse(account.refresh_token).account_id
-    access = json.loads(store.get(f"access:{account_id}"))["access_token"]
-    claims = Credential.parse(account.refresh_token).claims
+def test_a_capture_holds_no_token_cookie_or_id(capture):
+    text = capture.path.read_text()
 
-    secrets = [account.refresh_token, access, account.user_id, claims["device_id"], claims["ssid"]]
-    secrets += [store.get(f"refresh_token:{account_id}") or ""]
-    secrets += list(emulator.state.chats())
-    for secret in filter(None, secrets):
+    for secret in filter(None, capture.secrets):
         assert secret not in text
     assert not JWT.search(text)
     assert "sig=" not in text or f"sig={MASKED}" in text
@@ -162,10 +202,8 @@ def test_a_capture_holds_no_token_cookie_or_id(capture, account, emulator):
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_a_replayed_capture_passes_every_step(capture, make_settings, account, tmp_path):
-    path, _ = capture
-
-    report = replay_walk(path, make_settings, account.refresh_token, tmp_path)
+def test_a_replayed_capture_passes_every_step(capture, protocol, tmp_path):
+    report = replay_walk(capture, protocol, tmp_path)
 
     assert report.ok, report.steps
 
@@ -206,15 +244,12 @@ EDITS = [
 @pytest.mark.parametrize(
     "protocol, edit, step", EDITS, ids=[f"{p}-{e.__name__.strip('_')}" for p, e, _ in EDITS]
 )
-def test_a_hand_edited_capture_is_named_a_protocol_change(
-    capture, make_settings, account, tmp_path, protocol, edit, step
-):
-    path, _ = capture
-    lines = read_lines(path)
+def test_a_hand_edited_capture_is_named_a_protocol_change(capture, tmp_path, protocol, edit, step):
+    lines = read_lines(capture.path)
     edit(lines, protocol)
-    write_lines(path, lines)
+    write_lines(capture.path, lines)
 
-    report = replay_walk(path, make_settings, account.refresh_token, tmp_path)
+    report = replay_walk(capture, protocol, tmp_path)
 
     failed = report.failed_step()
     assert failed is not None and failed.name == step, report.steps
@@ -223,10 +258,9 @@ def test_a_hand_edited_capture_is_named_a_protocol_change(
 
 
 @pytest.mark.parametrize("protocol", ["legacy"])
-def test_python_dash_m_kimi_emulator_replays_a_capture(capture, make_settings, account, tmp_path):
-    path, _ = capture
+def test_python_dash_m_kimi_emulator_replays_a_capture(capture, protocol, tmp_path):
     process = subprocess.Popen(
-        [sys.executable, "-m", "kimi_emulator", "--port", "0", "--replay", str(path)],
+        [sys.executable, "-m", "kimi_emulator", "--port", "0", "--replay", str(capture.path)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -235,8 +269,7 @@ def test_python_dash_m_kimi_emulator_replays_a_capture(capture, make_settings, a
     try:
         first = process.stdout.readline()
         url = re.search(r"http://127\.0\.0\.1:\d+", first).group(0)
-        settings = make_settings(base_url=url, auth_url=url, state_path=str(tmp_path / "r.db"))
-        report, _ = run_doctor(settings, account.refresh_token)
+        report, _ = run_doctor(replay_settings(protocol, url, tmp_path), capture.token)
     finally:
         process.terminate()
         process.communicate(timeout=10)

@@ -143,6 +143,11 @@ class RecordingAdapter(BaseAdapter):
 class TeeRaw:
     """A urllib3 response that copies every (decoded) piece read into the exchange."""
 
+    # A chunked body may be read straight from the socket beneath urllib3 (upstream/chunked.py)
+    # when the response says it is chunked; saying it is not keeps every read in ``stream()``,
+    # where the tee sees it.
+    chunked = False
+
     def __init__(self, raw: Any, exchange: Exchange, recorder: Recorder) -> None:
         self._raw = raw
         self._exchange = exchange
