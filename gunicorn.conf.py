@@ -10,10 +10,14 @@ cuts a long answer off mid-stream.
 """
 
 import os
+import shutil
 import signal
+import tempfile
 
 DEFAULT_PORT = "8000"
 HEARTBEAT_DIR = "/dev/shm"
+# prometheus-client's multiprocess mode: each worker writes its counters to files here.
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 WORKER_CLASSES = ("gevent", "gthread")
 # Connections a gevent worker accepts: the stream cap plus room for health checks and the 429s
 # that tell clients over the cap to come back later.
@@ -56,6 +60,33 @@ def post_worker_init(worker):
         stop(sig, frame)
 
     signal.signal(signal.SIGTERM, handle_exit)
+
+
+# The metrics folder this master made (and removes at exit), when the operator named none.
+_private_metrics_dir = None
+
+
+def on_starting(server):
+    """GET /metrics adds up every worker's counters from files in PROMETHEUS_MULTIPROC_DIR: set
+    it before the workers fork and import prometheus-client, to a new private folder (on tmpfs
+    when there is one) unless the operator named one."""
+    global _private_metrics_dir
+    if not os.environ.get(METRICS_DIR_ENV):
+        tmpfs = HEARTBEAT_DIR if os.access(HEARTBEAT_DIR, os.W_OK) else None
+        _private_metrics_dir = tempfile.mkdtemp(prefix="kimi-metrics-", dir=tmpfs)
+        os.environ[METRICS_DIR_ENV] = _private_metrics_dir
+
+
+def child_exit(server, worker):
+    """A worker is gone: its open-streams gauge stops counting (its counters still do)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _private_metrics_dir:
+        shutil.rmtree(_private_metrics_dir, ignore_errors=True)
 
 
 # Each worker opens its own SQLite connections and HTTP pool after the fork: never preload.

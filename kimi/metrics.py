@@ -17,9 +17,9 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-# prometheus_client chooses its multiprocess value files by this variable when it is imported;
-# a scrape reads it the same way, so the two never disagree.
-MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# prometheus_client chooses multiprocess value files by this variable when it is imported (just
+# above); read here once, at the same moment, so that the two never disagree.
+MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 # The text format every Prometheus version reads.
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 # Requests that matched no route share one label: a scanner's paths must not each make a series.
@@ -66,11 +66,6 @@ def count_request(route: str | None, method: str, status: int) -> None:
     REQUESTS.labels(route or UNMATCHED_ROUTE, method, str(status)).inc()
 
 
-def multiprocess_dir() -> str | None:
-    """The folder the workers' value files are in, when this is a multi-process server."""
-    return os.environ.get(MULTIPROC_DIR_ENV) or None
-
-
 def account_families(state_counts: Mapping[str, int], store_healthy: bool) -> list[Metric]:
     """What a scrape reads from the state store: server-pool accounts per state, and whether
     the store answers."""
@@ -99,9 +94,8 @@ class _Families:
 def render(scrape_time: Iterable[Metric] = ()) -> bytes:
     """The text exposition of every worker's counters plus the ``scrape_time`` families."""
     registry = CollectorRegistry()
-    path = multiprocess_dir()
-    if path:
-        MultiProcessCollector(registry, path)
+    if MULTIPROC_DIR:
+        MultiProcessCollector(registry, MULTIPROC_DIR)
     else:
         for metric in PROCESS_METRICS:
             registry.register(metric)
