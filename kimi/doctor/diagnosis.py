@@ -76,6 +76,8 @@ HINT_UNREAD_ERROR = (
 REFUSED_SHAPE_CODES = frozenset({"invalid_argument", "validation.error", "unimplemented"})
 REFUSED_SHAPE_STATUSES = frozenset({400, 405, 415, 422})
 CHAT_STEPS = frozenset({"stream", "delete"})
+# What an adapter raises when an answer's shape drifted under it (a bug the doctor reports).
+SHAPE_ERRORS = (KeyError, TypeError, ValueError, AttributeError)
 
 
 class ProtocolChanged(UpstreamError):
@@ -119,58 +121,61 @@ def hint(
     step: str, exc: BaseException, status: int | None, code: str | None, settings: Settings
 ) -> str:
     """The likely cause, from the error's class first and the wire's facts second."""
-    for kind, text in _CLASS_HINTS:
+    for kind, text in CLASS_HINTS:
         if isinstance(exc, kind):
-            return text(step, exc, settings)
+            return text
+    if isinstance(exc, UpstreamAuthRejected):
+        return HINT_TOKEN if step == "refresh" else HINT_ACCESS
+    if isinstance(exc, RateLimited):
+        return _rate_hint(exc)
+    if isinstance(exc, UpstreamTimeout):
+        return _timeout_hint(exc, settings)
     if isinstance(exc, NotFound):
         return HINT_CHAT_GONE if step in CHAT_STEPS else f"the route was not found: {HINT_PROTOCOL}"
+    return _wire_hint(exc, status, (code or "").lower())
+
+
+def _wire_hint(exc: BaseException, status: int | None, code: str) -> str:
     own_code = getattr(exc, "code", None)
     if own_code == "upstream_unreachable":
         tls = isinstance(exc.__cause__, requests.exceptions.SSLError)
         return HINT_TLS if tls else HINT_UNREACHABLE
-    if own_code in _CODE_HINTS:
-        return _CODE_HINTS[own_code]
-    if status == 403 or (code or "").lower() == "permission_denied":
+    if own_code in CODE_HINTS:
+        return CODE_HINTS[own_code]
+    if status == 403 or code == "permission_denied":
         return HINT_FORBIDDEN
-    if (code or "").lower() in REFUSED_SHAPE_CODES or status in REFUSED_SHAPE_STATUSES:
+    if code in REFUSED_SHAPE_CODES or status in REFUSED_SHAPE_STATUSES:
         return f"Kimi refused the request's shape: {HINT_PROTOCOL}"
-    if (status or 0) >= 500 or (code and isinstance(exc, KimiError)):
+    if (status or 0) >= 500 or code:
         return HINT_SERVER
-    return HINT_PROTOCOL
+    return HINT_PROTOCOL  # Kimi answered, without an error, something the adapter cannot read
 
 
-def _rate_hint(step: str, exc: BaseException, settings: Settings) -> str:
+def _rate_hint(exc: RateLimited) -> str:
     if isinstance(exc, ResearchQuotaExhausted):
         return HINT_RESEARCH
-    wait = getattr(exc, "retry_after", None)
-    return HINT_RATE.format(wait=f"{wait} s" if wait else "a while")
+    return HINT_RATE.format(wait=f"{exc.retry_after} s")
 
 
-def _timeout_hint(step: str, exc: BaseException, settings: Settings) -> str:
-    if getattr(exc, "code", None) == "file_parse_timeout":
+def _timeout_hint(exc: UpstreamTimeout, settings: Settings) -> str:
+    if exc.code == "file_parse_timeout":
         return HINT_FILE_TIMEOUT.format(settings.file_parse_timeout)
     return HINT_TIMEOUT.format(connect=settings.connect_timeout, read=settings.read_timeout)
 
 
+# Errors whose class says it all.
+CLASS_HINTS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
+    (ProtocolChanged, HINT_PROTOCOL),
+    (UnreadStreamError, HINT_UNREAD_ERROR),
+    (AnswerFiltered, HINT_FILTER),
+    (ConversationBusy, HINT_BUSY),
+    (UpstreamCut, HINT_CUT),
+    (StateStoreUnavailable, HINT_STORE),
+    (requests.exceptions.SSLError, HINT_TLS),
+    (SHAPE_ERRORS, HINT_PROTOCOL),
+)
 # The service's own error codes (``KimiError.code``) that say enough by themselves.
-_CODE_HINTS = {"file_parse_failed": HINT_PARSE_FAILED, "upstream_overloaded": HINT_OVERLOADED}
-
-_CLASS_HINTS: list[tuple[type[BaseException], Any]] = [
-    (ProtocolChanged, lambda step, exc, settings: HINT_PROTOCOL),
-    (UnreadStreamError, lambda step, exc, settings: HINT_UNREAD_ERROR),
-    (AnswerFiltered, lambda step, exc, settings: HINT_FILTER),
-    (
-        UpstreamAuthRejected,
-        lambda step, exc, settings: HINT_TOKEN if step == "refresh" else (HINT_ACCESS),
-    ),
-    (RateLimited, _rate_hint),
-    (ConversationBusy, lambda step, exc, settings: HINT_BUSY),
-    (UpstreamTimeout, _timeout_hint),
-    (UpstreamCut, lambda step, exc, settings: HINT_CUT),
-    (StateStoreUnavailable, lambda step, exc, settings: HINT_STORE),
-    (requests.exceptions.SSLError, lambda step, exc, settings: HINT_TLS),
-    ((KeyError, TypeError, ValueError, AttributeError), lambda step, exc, settings: HINT_PROTOCOL),
-]
+CODE_HINTS = {"file_parse_failed": HINT_PARSE_FAILED, "upstream_overloaded": HINT_OVERLOADED}
 
 
 def kimi_error(exchange: Exchange) -> tuple[str | None, str | None]:

@@ -37,7 +37,14 @@ from ..settings import Settings
 from ..tokens import Credential
 from ..upstream.base import Session, TurnTarget, Upstream
 from ..upstream.http import translate_transport_errors
-from .diagnosis import AnswerFiltered, ProtocolChanged, UnreadStreamError, diagnose, error_object
+from .diagnosis import (
+    SHAPE_ERRORS,
+    AnswerFiltered,
+    ProtocolChanged,
+    UnreadStreamError,
+    diagnose,
+    error_object,
+)
 from .masking import Masker
 from .report import OK, SKIPPED, StepResult
 from .wire import Recorder
@@ -48,14 +55,7 @@ PROMPT = "Reply with the single word: ok"
 IMAGE_NAME = "kimi-doctor.png"
 # What a failing step may raise: the service's errors, transport errors, and what an adapter
 # raises when an answer's shape has drifted under it.
-STEP_ERRORS = (
-    KimiError,
-    requests.RequestException,
-    KeyError,
-    TypeError,
-    ValueError,
-    AttributeError,
-)
+STEP_ERRORS = (KimiError, requests.RequestException, *SHAPE_ERRORS)
 
 
 @dataclass
