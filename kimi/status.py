@@ -133,13 +133,13 @@ def account_statuses(service: KimiService, now: float) -> list[AccountStatus]:
     cap = service.accounts.pool.max_concurrent
     try:
         records = service.accounts.pool.health(credentials)
+        claims = [service.accounts.token_claims(credential) for credential in credentials]
     except StateStoreUnavailable:
         return [AccountStatus(c.label, UNKNOWN) for c in credentials]
-    statuses = []
-    for credential, record in zip(credentials, records, strict=True):
-        claims = service.accounts.token_claims(credential)
-        statuses.append(_account_status(record, cap, now, claims))
-    return statuses
+    return [
+        _account_status(record, cap, now, token_claims)
+        for record, token_claims in zip(records, claims, strict=True)
+    ]
 
 
 def _account_status(

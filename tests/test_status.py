@@ -19,6 +19,7 @@ from status_scenario import (
 from kimi import __version__, create_app
 from kimi.account_health import BUSY, COOLING, DEAD, OK
 from kimi.pool import REASON_RATE_LIMITED
+from kimi.tokens import Credential
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 OPERATOR_PATHS = ("/status", "/metrics")
@@ -187,3 +188,40 @@ def test_the_html_page_is_self_contained(scenario):
     for state, label in scenario.labels.items():
         assert f'data-account="{label}"' in page
         assert f'class="badge state-{state}"' in page
+
+
+STORE_TIMEOUT = 0.5
+
+
+def test_a_hung_redis_is_reported_with_its_accounts_unknown_and_no_password(
+    make_settings, new_account, private_redis
+):
+    token = new_account("alice").refresh_token
+    settings = make_settings(
+        kimi_tokens=(Credential.parse(token),),
+        api_keys=(API_KEY,),
+        admin_key=ADMIN_KEY,
+        state_url=private_redis.url,
+        state_timeout=STORE_TIMEOUT,
+    )
+    client = create_app(settings).test_client()
+    healthy = client.get("/status", headers=ADMIN).get_json()
+    assert healthy["store"]["backend"] == f"redis://127.0.0.1:{private_redis.port}/0"
+    assert healthy["store"]["healthy"] is True
+    private_redis.pause()
+    try:
+        response = client.get("/status", headers=ADMIN)
+        metrics_text = client.get("/metrics", headers=ADMIN).get_data(as_text=True)
+    finally:
+        private_redis.resume()
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["store"]["healthy"] is False
+    assert "no answer within 0.5 s" in body["store"]["error"]
+    assert [a["state"] for a in body["accounts"]] == ["unknown"]
+    assert body["streams"]["error"]
+    assert 'kimi_accounts{state="unknown"} 1.0' in metrics_text
+    assert "kimi_state_store_up 0.0" in metrics_text
+    for text in (response.get_data(as_text=True), metrics_text):
+        assert private_redis.PASSWORD not in text
+        assert token not in text
