@@ -18,6 +18,7 @@ _CONFIG_TYPES = {
     "split_frames": (bool,),
     "frame_delay": (int, float),
     "research_remain": (int,),
+    "parse_seconds": (int, float),
 }
 
 
@@ -65,8 +66,8 @@ def show_config() -> Response:
 
 @bp.post("/config")
 def change_config() -> Response:
-    """Change some of ``access_ttl``, ``split_frames``, ``frame_delay``, ``research_remain``;
-    answer the config."""
+    """Change some of ``access_ttl``, ``split_frames``, ``frame_delay``, ``research_remain``,
+    ``parse_seconds``; answer the config."""
     changes = _body()
     for name, value in changes.items():
         _check_config_value(name, value)
@@ -102,6 +103,12 @@ def list_uploads() -> Response:
 def list_files() -> Response:
     """Every legacy file registered from an upload, keyed by file id."""
     return jsonify(files=current_state().files())
+
+
+@bp.get("/web_files")
+def list_web_files() -> Response:
+    """Every web upload (name, size, SHA-256, content type) and how far its parse has got."""
+    return jsonify(web_files=current_state().web_files.snapshot())
 
 
 @bp.post("/reset")

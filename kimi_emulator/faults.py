@@ -44,6 +44,8 @@ PRESIGN_FAULTS = frozenset({"presign_error"})
 UPLOAD_FAULTS = frozenset({"upload_forbidden"})
 PARSE_FAULTS = frozenset({"parse_never"})
 FILE_FAULTS = PRESIGN_FAULTS | UPLOAD_FAULTS | PARSE_FAULTS
+# The web file flow: the next uploaded file's parse fails, or takes the fault's ``seconds``.
+WEB_PARSE_FAULTS = frozenset({"parse_failed", "parse_slow"})
 # One route of either protocol answers a 500: the account (GetSubscription, /api/user), the
 # model list (web), deleting a chat.
 ACCOUNT_FAULTS = frozenset({"account_down"})
@@ -51,7 +53,13 @@ MODELS_FAULTS = frozenset({"models_down"})
 DELETE_FAULTS = frozenset({"delete_error"})
 ROUTE_FAULTS = ACCOUNT_FAULTS | MODELS_FAULTS | DELETE_FAULTS
 FAULT_NAMES = (
-    CHAT_FAULTS | LEGACY_CHAT_FAULTS | REFRESH_FAULTS | RESEARCH_FAULTS | FILE_FAULTS | ROUTE_FAULTS
+    CHAT_FAULTS
+    | LEGACY_CHAT_FAULTS
+    | REFRESH_FAULTS
+    | RESEARCH_FAULTS
+    | FILE_FAULTS
+    | ROUTE_FAULTS
+    | WEB_PARSE_FAULTS
 )
 DEFAULT_FAULT_SECONDS = 1.0
 

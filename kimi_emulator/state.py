@@ -20,6 +20,7 @@ from typing import Any
 from .errors import UPLOAD_FORBIDDEN, EmulatorError
 from .faults import PARSE_FAULTS, Fault
 from .tokens import DEFAULT_ACCESS_TTL, REFRESH_TTL, TokenError, TokenSigner
+from .web_file_store import WebFileStore
 
 _ID_ALPHABET = string.digits + string.ascii_lowercase
 _ID_LENGTH = 20  # Kimi user ids, and legacy chat and segment ids, are 20 characters of [0-9a-z]
@@ -40,6 +41,7 @@ class EmulatorConfig:
     split_frames: bool = False  # write frames in 3-byte pieces, so clients meet split reads
     frame_delay: float = 0.0  # seconds slept between frames (legacy: between events)
     research_remain: int = RESEARCH_TOTAL  # what the legacy research usage route reports left
+    parse_seconds: float = 0.2  # how long a web upload stays PROCESSING before SUCCESS
 
 
 @dataclass(frozen=True)
@@ -218,6 +220,7 @@ class EmulatorState:
         self._upload_key = secrets.token_bytes(32)  # pre-signed URLs die with a reset, too
         self._uploads: dict[str, Upload] = {}  # by object name
         self._files: dict[str, RegisteredFile] = {}  # by file id
+        self.web_files = WebFileStore()  # the web flow's uploads (it locks on its own)
 
     def reset(self) -> None:
         """Forget users, tokens, chats, uploads, files, faults and calls; restore the config."""

@@ -38,6 +38,7 @@ from .scripts import scripted_reply
 from .state import EmulatorConfig
 from .streaming import OutgoingChunk, nothing_to_do, write_chunks
 from .tokens import TokenError
+from .web_files import message_files, with_files_read
 
 log = logging.getLogger(__name__)
 
@@ -140,10 +141,12 @@ def chat() -> Response:
     user = authenticated_user()
     body = _chat_frame()
     reply_request = _reply_request(body)
+    files = message_files(user.user_id, body.get("message"))
     chat_id, parent_id = _str_field(body, "chat_id"), _str_field(body.get("message"), "parent_id")
     state.check_turn(user.user_id, chat_id, parent_id)
     prompts, replies = state.transcript(chat_id, reply_request.prompt)
     reply_request = replace(reply_request, scripted=scripted_reply(prompts, replies))
+    reply_request = with_files_read(reply_request, files)
     fault = state.take_fault(CHAT_FAULTS, user.user_id)
     if fault and fault.name in HTTP_FAULTS:
         return _http_fault_response(fault)
@@ -184,11 +187,13 @@ def _chat_frame() -> dict[str, Any]:
 def _reply_request(body: dict[str, Any]) -> ReplyRequest:
     message = body.get("message")
     blocks = message.get("blocks") if isinstance(message, dict) else None
-    first = blocks[0] if isinstance(blocks, list) and blocks else None
-    text = first.get("text") if isinstance(first, dict) else None
+    # File blocks may come before the text block.
+    blocks = blocks if isinstance(blocks, list) else []
+    texts = [block["text"] for block in blocks if isinstance(block, dict) and "text" in block]
+    text = texts[0] if texts else None
     prompt = text.get("content") if isinstance(text, dict) else None
     if not isinstance(prompt, str) or not prompt.strip():
-        raise EmulatorError("invalid_argument", "message.blocks[0].text.content is required")
+        raise EmulatorError("invalid_argument", "a text block with content is required")
     options = body.get("options") if isinstance(body.get("options"), dict) else {}
     tools = body.get("tools") if isinstance(body.get("tools"), list) else []
     search = any(isinstance(t, dict) and t.get("type") == "TOOL_TYPE_SEARCH" for t in tools)
