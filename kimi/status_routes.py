@@ -27,6 +27,8 @@ BASIC_CHALLENGE = 'Basic realm="kimi-free-api admin", charset="UTF-8"'
 JSON, HTML = "application/json", "text/html"
 # The HTML page reloads itself this often (seconds).
 PAGE_REFRESH_SECONDS = 30
+# The page loads nothing from anywhere (its style is inline) and is shown in no other site's frame.
+PAGE_SECURITY_POLICY = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
 
 
 class AdminAuthFailed(AuthenticationFailed):
@@ -64,6 +66,7 @@ def status() -> Response:
             refresh_seconds=PAGE_REFRESH_SECONDS,
         )
         response = Response(page, mimetype=HTML)
+        response.headers["Content-Security-Policy"] = PAGE_SECURITY_POLICY
     else:
         response = jsonify(report.to_json())
     response.headers["Vary"] = "Accept"

@@ -177,12 +177,12 @@ def test_status_answers_json_to_machines_and_html_to_a_browser(admin_app, accept
 
 
 def test_the_html_page_is_self_contained(scenario):
-    page = (
-        scenario.app.test_client()
-        .get("/status", headers={**ADMIN, "Accept": BROWSER_ACCEPT})
-        .get_data(as_text=True)
+    response = scenario.app.test_client().get(
+        "/status", headers={**ADMIN, "Accept": BROWSER_ACCEPT}
     )
+    page = response.get_data(as_text=True)
     assert "<style>" in page
+    assert response.headers["Content-Security-Policy"].startswith("default-src 'none';")
     for external in ("<script", "<link", "src=", "http://", "https://", "@import"):
         assert external not in page
     for state, label in scenario.labels.items():
