@@ -29,6 +29,7 @@ from ..errors import (
 )
 from ..settings import Settings
 from .base import Session
+from .chunked import can_read_chunked, iter_chunked
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def make_http_session() -> requests.Session:
     """One pooled session per adapter. No cookies: every call carries its own credential."""
     session = requests.Session()
     session.cookies.set_policy(_NoCookies())
-    adapter = HTTPAdapter(pool_connections=8, pool_maxsize=POOL_SIZE)
+    adapter = _Adapter(pool_connections=8, pool_maxsize=POOL_SIZE)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     # Only what requests can decode; never "br, zstd" unless their decoders are installed.
@@ -76,6 +77,25 @@ def _environment_configures_http() -> bool:
     if os.environ.get("NETRC"):
         return True
     return any(os.path.exists(os.path.expanduser(f"~/{name}")) for name in (".netrc", "_netrc"))
+
+
+class StreamedResponse(requests.Response):
+    """A response whose chunked body, streamed (``iter_content(chunk_size=None)``), is read
+    with one buffered read per network read (kimi/upstream/chunked.py) instead of urllib3's
+    several reads per chunk: Kimi sends a chunk per event. Anything else reads as usual."""
+
+    def iter_content(self, chunk_size: int | None = 1, decode_unicode: bool = False) -> Iterator:
+        if chunk_size is None and not decode_unicode and not self._content_consumed:
+            if can_read_chunked(self):
+                return iter_chunked(self)
+        return super().iter_content(chunk_size, decode_unicode)
+
+
+class _Adapter(HTTPAdapter):
+    def build_response(self, req: Any, resp: Any) -> requests.Response:
+        response = super().build_response(req, resp)
+        response.__class__ = StreamedResponse  # a subclass adding one method: no state differs
+        return response
 
 
 class _NoCookies(requests.cookies.cookielib.DefaultCookiePolicy):

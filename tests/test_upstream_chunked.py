@@ -1,0 +1,169 @@
+"""The chunked-body reader of streamed upstream answers (kimi/upstream/chunked.py): the decoder
+with input split at every offset, and the reader against a real loopback HTTP server."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from kimi.errors import UpstreamCut, UpstreamTimeout
+from kimi.upstream.chunked import ChunkedDecoder, ChunkedError
+from kimi.upstream.http import make_http_session, translate_transport_errors
+
+PIECES = [b"data: one\n\n", b"x" * 300, "data: \u4f60\u597d\n\n".encode(), b"\r\n"]
+BODY = (
+    b"b\r\n" + PIECES[0] + b"\r\n"
+    b"12C;name=value\r\n" + PIECES[1] + b"\r\n"
+    + b"%x\r\n" % len(PIECES[2]) + PIECES[2] + b"\r\n"
+    b"2\r\n\r\n\r\n"
+    b"0\r\nTrailer: yes\r\n\r\n"
+)  # fmt: skip
+PAYLOAD = b"".join(PIECES)
+
+
+def decode(parts: list[bytes]) -> tuple[bytes, ChunkedDecoder]:
+    decoder = ChunkedDecoder()
+    return b"".join(decoder.feed(part) for part in parts), decoder
+
+
+def test_a_body_in_one_read():
+    payload, decoder = decode([BODY])
+    assert payload == PAYLOAD
+    assert decoder.done and decoder.extra == 0
+
+
+@pytest.mark.parametrize("offset", range(1, len(BODY)))
+def test_a_body_split_at_every_offset(offset):
+    payload, decoder = decode([BODY[:offset], BODY[offset:]])
+    assert payload == PAYLOAD
+    assert decoder.done
+
+
+def test_a_body_byte_by_byte():
+    payload, decoder = decode([BODY[i : i + 1] for i in range(len(BODY))])
+    assert payload == PAYLOAD
+    assert decoder.done
+
+
+def test_not_done_before_the_last_chunk_and_its_blank_line():
+    _, decoder = decode([BODY[:-2]])
+    assert not decoder.done
+
+
+def test_bytes_after_the_end_are_counted():
+    _, decoder = decode([BODY + b"HTTP/1.1 200"])
+    assert decoder.done and decoder.extra == len(b"HTTP/1.1 200")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"zz\r\nab\r\n", b"-1\r\n", b"\r\n", b"2\r\nabXY", b"0x2\r\nab\r\n", b"9" * 5000],
+    ids=["not-hex", "negative", "empty-size", "no-crlf-after-data", "prefix", "endless-line"],
+)
+def test_what_is_not_chunked_is_an_error(body):
+    with pytest.raises(ChunkedError):
+        decode([body])
+
+
+class RawServer:
+    """A loopback HTTP/1.1 server that answers each request with scripted raw bytes, keeping
+    the connection open between requests (to see it reused)."""
+
+    def __init__(self, answers: list[list[bytes | float]]) -> None:
+        self.answers = answers
+        self.connections = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while self.answers:
+            connection, _ = self._listener.accept()
+            self.connections += 1
+            with connection:
+                while self.answers and self._read_request(connection):
+                    for part in self.answers.pop(0):
+                        if isinstance(part, float):
+                            threading.Event().wait(part)
+                        else:
+                            connection.sendall(part)
+
+    @staticmethod
+    def _read_request(connection: socket.socket) -> bool:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = connection.recv(4096)
+            if not chunk:
+                return False
+            data += chunk
+        return True
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.fixture
+def serve() -> Iterator:
+    servers: list[RawServer] = []
+
+    def start(*answers: list[bytes | float]) -> RawServer:
+        servers.append(RawServer(list(answers)))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def stream(url: str, session: requests.Session, timeout: float = 5.0) -> bytes:
+    with translate_transport_errors("streaming the answer"):
+        response = session.post(url, data=b"{}", stream=True, timeout=timeout)
+        try:
+            return b"".join(response.iter_content(chunk_size=None))
+        finally:
+            response.close()
+
+
+def test_a_streamed_body_arrives_whole_and_its_connection_is_reused(serve):
+    pieces: list[bytes | float] = [HEAD]
+    for offset in range(0, len(BODY), 7):  # written in small pieces, with pauses
+        pieces += [BODY[offset : offset + 7], 0.001]
+    server = serve(pieces, [HEAD, BODY])
+    session = make_http_session()
+    assert stream(server.url, session) == PAYLOAD
+    assert stream(server.url, session) == PAYLOAD
+    assert server.connections == 1
+
+
+def test_a_body_cut_before_its_end_is_upstream_cut(serve):
+    server = serve([HEAD, BODY[:40]])
+    with pytest.raises(UpstreamCut):
+        stream(server.url, make_http_session())
+
+
+def test_silence_longer_than_the_read_timeout_is_upstream_timeout(serve):
+    server = serve([HEAD, BODY[:40], 1.0, BODY[40:]])
+    with pytest.raises(UpstreamTimeout, match="silent"):
+        stream(server.url, make_http_session(), timeout=0.2)
+
+
+def test_an_invalid_chunk_is_upstream_cut(serve):
+    server = serve([HEAD, b"zz\r\nhello\r\n"])
+    with pytest.raises(UpstreamCut):
+        stream(server.url, make_http_session())
+
+
+def test_a_compressed_body_is_still_decoded(serve):
+    packed = gzip.compress(PAYLOAD)
+    head = HEAD.replace(b"\r\n\r\n", b"\r\nContent-Encoding: gzip\r\n\r\n")
+    server = serve([head, b"%x\r\n%s\r\n0\r\n\r\n" % (len(packed), packed)])
+    assert stream(server.url, make_http_session()) == PAYLOAD
