@@ -1,12 +1,14 @@
 """Memory benchmark: relaying a large file must not grow the worker's resident memory much.
 
-Goal (issue 4): relaying a 100 MB document through the legacy upload flow raises the gunicorn
-worker's peak resident memory by at most 30 MB over a plain turn measured in the same run.
+Goal (issues 4 and 11): relaying a 100 MB document through an upload flow (legacy: pre-signed PUT;
+web: a streamed multipart upload) raises the gunicorn worker's peak resident memory by at most
+30 MB over a plain turn measured in the same run.
 
 Runs everything on 127.0.0.1: the Kimi emulator and a file server in this process, the service
-under gunicorn (one worker) as a child process, whose peak RSS (VmHWM) is read from /proc.
+under gunicorn (one worker) as a child process, whose peak RSS (VmHWM) is read from /proc. Each
+protocol gets its own service process. Under web the file-id cache is off, so both sends upload.
 
-    python bench/upload_memory.py [--mb 100] [--limit-mb 30]
+    python bench/upload_memory.py [--protocol both|web|legacy] [--mb 100] [--limit-mb 30]
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ sys.path.insert(0, str(ROOT))
 from kimi_emulator import EmulatorServer  # noqa: E402
 
 CHUNK = 1024 * 1024
+PROTOCOLS = ("web", "legacy")
+SOURCES = (("known length", "/big.pdf"), ("unknown length", "/big-unknown.pdf"))
 
 
 def pattern_chunks(total: int):
@@ -97,6 +101,7 @@ def ask(url: str, token: str, file_url: str | None) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--protocol", choices=("both", *PROTOCOLS), default="both")
     parser.add_argument("--mb", type=int, default=100, help="size of the relayed file")
     parser.add_argument("--limit-mb", type=float, default=30.0, help="allowed peak RSS growth")
     args = parser.parse_args()
@@ -106,7 +111,17 @@ def main() -> int:
     digest = hashlib.sha256()
     for chunk in pattern_chunks(total):
         digest.update(chunk)
-    expected = digest.hexdigest()
+    protocols = PROTOCOLS if args.protocol == "both" else (args.protocol,)
+    try:
+        passed = [measure(p, args, files_url, digest.hexdigest()) for p in protocols]
+    finally:
+        files.shutdown()
+    return 0 if all(passed) else 1
+
+
+def measure(protocol: str, args: argparse.Namespace, files_url: str, expected: str) -> bool:
+    """Relay the file under ``protocol``, print the peaks, and say whether the goal is met."""
+    total = args.mb * 1024 * 1024
     with EmulatorServer() as emulator, tempfile.TemporaryDirectory() as state_dir:
         token = emulator.state.create_user("bench").refresh_token
         port = free_port()
@@ -115,11 +130,13 @@ def main() -> int:
             "HOST": "127.0.0.1",
             "PORT": str(port),
             "WEB_CONCURRENCY": "1",
-            "KIMI_PROTOCOL": "legacy",
+            "KIMI_PROTOCOL": protocol,
             "KIMI_BASE_URL": emulator.url,
+            "KIMI_AUTH_URL": emulator.url,
             "KIMI_STATE_PATH": os.path.join(state_dir, "state.db"),
             "ALLOW_PRIVATE_FILE_URLS": "1",
             "MAX_FILE_MB": str(args.mb + 1),
+            "WEB_FILE_CACHE_SECONDS": "0",  # the same bytes twice: upload both times
         }
         gunicorn = Path(sys.executable).with_name("gunicorn")
         master = subprocess.Popen(
@@ -137,28 +154,32 @@ def main() -> int:
             ask(url, token, None)
             baseline = peak_rss_mb(pid)
             results = {}
-            for label, path in (
-                ("known length", "/big.pdf"),
-                ("unknown length", "/big-unknown.pdf"),
-            ):
+            for label, path in SOURCES:
                 ask(url, token, files_url + path)
                 results[label] = peak_rss_mb(pid)
-            uploads = emulator.state.uploads()
+            received = received_files(emulator, protocol)
         finally:
             master.send_signal(signal.SIGTERM)
             master.wait(60)
-            files.shutdown()
-    ok = all(u["sha256"] == expected and u["size"] == total for u in uploads) and len(uploads) == 2
-    print(f"relayed file: {args.mb} MB, twice; uploads intact: {ok}")
-    print(f"baseline peak RSS (plain turns):      {baseline:7.1f} MB")
+    ok = len(received) == len(SOURCES) and all(r == (total, expected) for r in received)
+    print(f"[{protocol}] relayed file: {args.mb} MB, twice; uploads intact: {ok}")
+    print(f"[{protocol}] baseline peak RSS (plain turns):      {baseline:7.1f} MB")
     worst = 0.0
     for label, peak in results.items():
         growth = peak - baseline
         worst = max(worst, growth)
-        print(f"peak RSS after {label:15s}       {peak:7.1f} MB  (+{growth:.1f} MB)")
-    verdict = "PASS" if ok and worst <= args.limit_mb else "FAIL"
-    print(f"{verdict}: peak growth {worst:.1f} MB, limit {args.limit_mb:g} MB")
-    return 0 if verdict == "PASS" else 1
+        print(f"[{protocol}] peak RSS after {label:15s}       {peak:7.1f} MB  (+{growth:.1f} MB)")
+    passed = ok and worst <= args.limit_mb
+    verdict = "PASS" if passed else "FAIL"
+    print(f"[{protocol}] {verdict}: peak growth {worst:.1f} MB, limit {args.limit_mb:g} MB")
+    return passed
+
+
+def received_files(emulator: EmulatorServer, protocol: str) -> list[tuple[int, str]]:
+    """(size, sha256) of each file the emulated Kimi received, in order."""
+    if protocol == "web":
+        return [(f["size"], f["sha256"]) for f in emulator.state.web_files.snapshot()]
+    return [(u["size"], u["sha256"]) for u in emulator.state.uploads()]
 
 
 def _wait(url: str) -> None:

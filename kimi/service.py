@@ -34,7 +34,7 @@ class KimiService:
     ) -> None:
         self.settings = settings
         self.store = store or open_configured_store(settings)
-        self.upstream = upstream or make_upstream(settings)
+        self.upstream = upstream or make_upstream(settings, self.store)
         self.accounts = Accounts(
             self.store,
             self.upstream,

@@ -14,6 +14,8 @@ WEB_BASE_URL = "https://www.kimi.com"
 WEB_AUTH_URL = "https://auth.kimi.com"
 LEGACY_BASE_URL = "https://kimi.moonshot.cn"
 PROTOCOLS = ("web", "legacy")
+# WEB_FILE_MODE: Kimi reads attached files itself (upload), or we read documents into the prompt.
+WEB_FILE_MODES = ("upload", "extract")
 # Defaults that other modules share (the stream parsers, parse_chat_request): named once here.
 COOLDOWN_SECONDS = 600.0  # how long a rate-limited or dead account rests, unless Kimi says
 MAX_FILES_PER_MESSAGE = 10
@@ -55,6 +57,8 @@ class Settings:
     max_document_chars: int = 200_000
     allow_private_file_urls: bool = False
     file_parse_timeout: float = 30.0
+    web_file_mode: str = "upload"
+    web_file_cache_seconds: float = 3 * 3600.0
     file_fetch_timeout: float = 60.0
     file_fetch_min_kbps: float = 10.0
     file_fetch_rate_window: float = 10.0
@@ -117,6 +121,10 @@ class Settings:
             ),
             max_document_chars=int(_number(env, "MAX_DOCUMENT_CHARS", cls.max_document_chars)),
             file_parse_timeout=_number(env, "FILE_PARSE_TIMEOUT", cls.file_parse_timeout),
+            web_file_mode=_choice(env, "WEB_FILE_MODE", WEB_FILE_MODES),
+            web_file_cache_seconds=_number(
+                env, "WEB_FILE_CACHE_SECONDS", cls.web_file_cache_seconds, allow_zero=True
+            ),
             file_fetch_timeout=_number(env, "FILE_FETCH_TIMEOUT", cls.file_fetch_timeout),
             file_fetch_min_kbps=_number(env, "FILE_FETCH_MIN_KBPS", cls.file_fetch_min_kbps),
             file_fetch_rate_window=_number(
@@ -200,6 +208,14 @@ def _admin_key(env: Mapping[str, str], api_keys: tuple[str, ...]) -> str:
     if key and key in api_keys:
         raise ValueError("ADMIN_KEY must not be one of API_KEYS: callers would hold the admin key")
     return key
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` (the first when unset), case-insensitive."""
+    value = env.get(name, "").strip().lower() or choices[0]
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

@@ -332,16 +332,15 @@ def image_message() -> list:
 
 
 @BOTH
-def test_a_base64_image_is_uploaded_under_legacy_and_refused_under_web(sdk, emulator, protocol):
-    if protocol == "web":
-        with pytest.raises(anthropic.BadRequestError) as caught:
-            sdk.messages.create(model="claude-sonnet-4", max_tokens=100, messages=image_message())
-        assert caught.value.body["error"]["type"] == "invalid_request_error"
-        return
+def test_a_base64_image_is_uploaded_for_kimi_to_read(sdk, emulator, protocol):
     message = sdk.messages.create(model="claude-sonnet-4", max_tokens=100, messages=image_message())
-    assert message.content[0].text.startswith("Emulator reply to: What is in it?")
-    (upload,) = emulator.state.uploads()
-    assert upload["action"] == "image"
+    assert message.content[0].text.startswith("Emulator reply to: What is in it? [files: ")
+    if protocol == "web":
+        (upload,) = emulator.state.web_files.snapshot()
+        assert upload["content_type"] == "image/png"
+    else:
+        (upload,) = emulator.state.uploads()
+        assert upload["action"] == "image"
     assert upload["sha256"] == hashlib.sha256(PNG).hexdigest()
 
 
@@ -438,7 +437,9 @@ def test_a_plain_text_document_reaches_the_model(sdk, emulator):
         messages=ask([document, {"type": "text", "text": "When is the meeting?"}]),
     )
     assert message.stop_reason == "end_turn"
-    assert notes in sent_prompt(emulator, "web")
+    assert "notes.txt" in message.content[0].text
+    (upload,) = emulator.state.web_files.snapshot()
+    assert upload["sha256"] == hashlib.sha256(notes.encode()).hexdigest()
 
 
 def test_a_body_that_is_not_json_is_an_anthropic_error(client, auth):

@@ -1,8 +1,10 @@
-"""Documents sent in messages (web protocol): fetched safely, read locally, put in the prompt."""
+"""Documents sent in messages (web protocol, WEB_FILE_MODE=extract): fetched safely, read
+locally, put in the prompt."""
 
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import threading
 import zipfile
@@ -64,6 +66,12 @@ def file_server():
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
+
+
+@pytest.fixture
+def make_settings(make_settings):
+    """These tests are about reading documents here: WEB_FILE_MODE=extract."""
+    return functools.partial(make_settings, web_file_mode="extract")
 
 
 @pytest.fixture

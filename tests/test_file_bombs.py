@@ -275,8 +275,8 @@ def ask_about(client, auth, part: dict):
 def test_a_document_bomb_is_a_400_naming_the_file_and_nothing_reaches_kimi(
     make_settings, auth, emulator, part: dict, message: str
 ):
-    client = create_app(make_settings(file_extract_timeout=1.0)).test_client()
-    response = ask_about(client, auth, part)
+    settings = make_settings(file_extract_timeout=1.0, web_file_mode="extract")
+    response = ask_about(create_app(settings).test_client(), auth, part)
     assert response.status_code == 400
     error = response.get_json()["error"]
     assert error["code"] == "document_too_complex"
@@ -286,7 +286,7 @@ def test_a_document_bomb_is_a_400_naming_the_file_and_nothing_reaches_kimi(
 
 @pytest.mark.parametrize(
     "gunicorn_server",
-    [{"FILE_EXTRACT_TIMEOUT": "1", "WEB_CONCURRENCY": "1"}],
+    [{"FILE_EXTRACT_TIMEOUT": "1", "WEB_CONCURRENCY": "1", "WEB_FILE_MODE": "extract"}],
     indirect=True,
 )
 def test_under_the_gevent_worker_a_bomb_is_stopped_while_the_worker_serves_others(

@@ -16,6 +16,8 @@ import pytest
 
 from kimi.errors import StateStoreUnavailable
 from kimi.store import DEFAULT_REDIS_PREFIX, LockTimeout, StateStore, open_store, store_lock
+from kimi.upstream.base import Session
+from kimi.upstream.web_upload import UploadedFiles
 
 BACKENDS = ("sqlite", "redis")
 PROCESSES = 4
@@ -271,3 +273,22 @@ def test_lock_across_processes_loses_no_update(backend):
         worker.join(120)
     assert [w.exitcode for w in workers] == [0] * PROCESSES
     assert backend.open().get("counter") == str(PROCESSES * INCREMENTS)
+
+
+# What the web adapter keeps in the store: uploaded file ids by account and content hash.
+
+
+def test_uploaded_file_ids_are_kept_per_account_and_shared_between_instances(backend):
+    alice, bob = Session("a", user_id="alice"), Session("b", user_id="bob")
+    UploadedFiles(backend.open(), ttl=60).put(alice, "sha-1", "file-1")
+    files = UploadedFiles(backend.open(), ttl=60)
+    assert files.get(alice, "sha-1") == "file-1"
+    assert files.get(bob, "sha-1") is None
+    assert files.get(alice, "sha-2") is None
+
+
+def test_uploaded_file_ids_expire(store):
+    files = UploadedFiles(store, ttl=0.05)
+    files.put(Session("a", user_id="alice"), "sha-1", "file-1")
+    time.sleep(0.15)
+    assert files.get(Session("a", user_id="alice"), "sha-1") is None

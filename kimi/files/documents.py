@@ -1,4 +1,4 @@
-"""Reading the documents attached to a message into text, for a backend without uploads."""
+"""Reading the documents attached to a message into text here (web, WEB_FILE_MODE=extract)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ def read_documents(files: Sequence[FileRef], settings: Settings) -> list[Extract
     images = [f for f in files if f.kind == "image"]
     if images:
         raise BadRequest(
-            f"Images ({images[0].name}) cannot be read with KIMI_PROTOCOL=web: its upload flow "
-            "is not publicly described. Run the service with KIMI_PROTOCOL=legacy for image OCR.",
+            f"Images ({images[0].name}) cannot be read with WEB_FILE_MODE=extract: only "
+            "documents are read into the prompt here. Run the service with WEB_FILE_MODE=upload "
+            "(the default) for Kimi to read images itself.",
             code="unsupported_file_type",
         )
     limits = SandboxLimits.from_settings(

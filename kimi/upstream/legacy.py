@@ -13,7 +13,7 @@ import sseclient
 
 from ..errors import ResearchQuotaExhausted, UpstreamCut, UpstreamError
 from ..events import ChatOpened, Event
-from ..files.sources import FileSource
+from ..files.sources import FileSource, close_sources, open_sources
 from ..history import FileRef, flatten_history
 from ..models import ModelOptions
 from ..settings import Settings
@@ -80,18 +80,10 @@ class LegacyUpstream:
 
     def prepare_files(self, files: tuple[FileRef, ...]) -> tuple[FileSource, ...]:
         # Opened (checked, and fetched when the length is unknown) before any chat exists.
-        sources: list[FileSource] = []
-        try:
-            for ref in files:
-                sources.append(FileSource(ref, self.settings))
-        except BaseException:
-            self.release_files(tuple(sources))
-            raise
-        return tuple(sources)
+        return open_sources(files, self.settings)
 
     def release_files(self, files: tuple[FileSource, ...]) -> None:
-        for source in files:
-            source.close()
+        close_sources(files)
 
     def stream_turn(self, session: Session, target: TurnTarget) -> Iterator[Event]:
         options = target.options

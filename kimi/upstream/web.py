@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import requests
@@ -10,9 +11,11 @@ import requests
 from ..errors import UpstreamCut, UpstreamError
 from ..events import Event
 from ..files.documents import read_documents
+from ..files.sources import close_sources, open_sources
 from ..history import FileRef, flatten_history
 from ..models import ModelOptions, model_ids_for_scenario
 from ..settings import Settings
+from ..store import StateStore
 from .base import Session, TokenGrant, TurnTarget, grant_from_refresh
 from .connect import FrameDecoder, FrameError, encode_frame
 from .http import (
@@ -25,6 +28,7 @@ from .http import (
 )
 from .web_prompt import format_for_prompt
 from .web_stream import WebStreamParser
+from .web_upload import UploadedFiles, WebUploader
 
 REFRESH_PATH = "/api/account.gateway.v1.AuthService/RefreshToken"
 CHAT_PATH = "/apiv2/kimi.gateway.chat.v1.ChatService/Chat"
@@ -53,9 +57,19 @@ class WebUpstream:
     name = "web"
     rotates_refresh_tokens = True
 
-    def __init__(self, settings: Settings, http: requests.Session | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        http: requests.Session | None = None,
+        store: StateStore | None = None,
+    ) -> None:
         self.settings = settings
         self.http = http or make_http_session()
+        self.uploads_files = settings.web_file_mode == "upload"
+        cache = None
+        if store is not None and settings.web_file_cache_seconds > 0:
+            cache = UploadedFiles(store, settings.web_file_cache_seconds)
+        self.uploader = WebUploader(self.http, settings, self._headers, cache)
 
     def refresh(self, refresh_token: str) -> TokenGrant:
         url = self.settings.auth_url + REFRESH_PATH
@@ -74,14 +88,22 @@ class WebUpstream:
         )
 
     def prepare_files(self, files: tuple[FileRef, ...]) -> tuple:
-        # No upload flow is publicly described for this backend: read documents locally.
+        # Opened (checked, fetched into a spool) or read into text before any chat call.
+        if self.uploads_files:
+            return open_sources(files, self.settings)
         return tuple(read_documents(files, self.settings)) if files else ()
 
     def release_files(self, files: tuple) -> None:
-        return None  # extracted text holds nothing
+        if self.uploads_files:  # extracted text holds nothing to free
+            close_sources(files)
 
     def stream_turn(self, session: Session, target: TurnTarget) -> Iterator[Event]:
-        body = chat_body(target)
+        if self.uploads_files:
+            # Uploaded for this account (the turn may be retried on another): ids, not text.
+            file_ids = tuple(self.uploader.file_id(session, source) for source in target.files)
+            body = chat_body(replace(target, files=()), file_ids)
+        else:
+            body = chat_body(target)
         with translate_transport_errors("streaming the answer"):
             response = self.http.post(
                 self.settings.base_url + CHAT_PATH,
@@ -162,8 +184,9 @@ def prompt_text(target: TurnTarget) -> str:
     return f"{format_for_prompt(target.files)}\n\n{prompt}" if target.files else prompt
 
 
-def chat_body(target: TurnTarget) -> dict[str, Any]:
-    """The Chat request for one turn: one ``message``, history already flattened into it."""
+def chat_body(target: TurnTarget, file_ids: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The Chat request for one turn: one ``message``, history already flattened into it, after
+    a ``file`` block for each uploaded file."""
     options: ModelOptions = target.options
     scenario = options.scenario or DEFAULT_SCENARIO
     body: dict[str, Any] = {
@@ -175,7 +198,10 @@ def chat_body(target: TurnTarget) -> dict[str, Any]:
             "role": "user",
             "scenario": scenario,
             "is_goal": False,
-            "blocks": [{"message_id": "", "text": {"content": prompt_text(target)}}],
+            "blocks": [
+                *({"message_id": "", "file": {"id": file_id}} for file_id in file_ids),
+                {"message_id": "", "text": {"content": prompt_text(target)}},
+            ],
         },
         "options": {"thinking": options.thinking, "enable_plugin": False},
         "project_id": "",

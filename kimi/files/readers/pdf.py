@@ -1,7 +1,7 @@
 """PDF documents, read with ``pypdf``: the text layer only, page by page until the budget is spent.
 
-A scanned PDF has no text layer and is refused (OCR needs the legacy protocol, which uploads the
-file to Kimi).
+A scanned PDF has no text layer and is refused here; uploaded (WEB_FILE_MODE=upload, the default,
+or the legacy protocol), Kimi reads it itself.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def read(
     if not text.strip():
         raise BadRequest(
             f"file {name!r} has no text layer (it is probably a scanned image); "
-            "text can only be read from it with OCR, which the legacy protocol offers"
+            "Kimi reads such files itself when the service runs with WEB_FILE_MODE=upload"
         )
     return text, truncated
 
