@@ -21,10 +21,11 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 from helpers import ROOT, free_port, sse_events, streamed_text, upstream_calls
 
 from kimi.pool import BUSY_CODE
-from kimi.settings import PROTOCOLS
+from kimi.settings import PROTOCOLS, Settings
 
 API_KEY = "sk-scale-out-test"
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
@@ -346,3 +347,103 @@ def test_a_killed_instances_slot_on_an_account_runs_out_after_the_lease(
     while (answer := second.chat()).status_code == 429 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert assert_ok(answer) == REPLY_PREFIX + "hi"
+
+
+# The compose files: docker compose -f docker-compose.yml -f docker-compose.scale.yml ... --scale
+
+RESET = object()  # Compose's !reset: the key is emptied, not merged
+
+
+class ComposeLoader(yaml.SafeLoader):
+    """YAML as Compose reads it, with ``!reset``."""
+
+
+ComposeLoader.add_constructor("!reset", lambda loader, node: RESET)
+
+
+def merged_compose(*names: str) -> dict:
+    """The compose files merged as Compose merges the keys they use: mappings key by key, lists
+    appended, ``!reset`` emptying the key."""
+    services: dict[str, dict] = {}
+    for name in names:
+        text = (ROOT / name).read_text()
+        for service, keys in yaml.load(text, Loader=ComposeLoader)["services"].items():
+            merged = services.setdefault(service, {})
+            for key, value in keys.items():
+                if value is RESET:
+                    merged.pop(key, None)
+                elif isinstance(value, dict):
+                    merged[key] = {**merged.get(key, {}), **value}
+                elif isinstance(value, list):
+                    merged[key] = merged.get(key, []) + [
+                        v for v in value if v not in merged.get(key, [])
+                    ]
+                else:
+                    merged[key] = value
+    return services
+
+
+def host_port(mapping: str) -> str | None:
+    """The host side of ``[ip:]host:container``; None when only the container port is given."""
+    parts = str(mapping).split(":")
+    return parts[-2] if len(parts) > 1 else None
+
+
+@pytest.fixture
+def scaled() -> dict:
+    return merged_compose("docker-compose.yml", "docker-compose.scale.yml")
+
+
+def test_scaled_replicas_publish_no_host_port_and_one_gateway_does(scaled):
+    app = scaled["kimi-free-api"]
+    assert not app.get("ports")  # --scale kimi-free-api=2 would clash on a fixed host port
+    assert "container_name" not in app  # a fixed name cannot be scaled either
+    published = [host_port(p) for s in scaled.values() for p in s.get("ports", [])]
+    assert len(published) == len(set(published))
+    assert [host_port(p) for p in scaled["gateway"]["ports"]] == ["8000"]
+    assert "kimi-free-api" in scaled["gateway"]["depends_on"]
+
+
+def test_scaled_replicas_share_the_compose_redis_with_its_password(scaled):
+    app, redis_service = scaled["kimi-free-api"], scaled["redis"]
+    assert "profiles" not in redis_service  # started without --profile
+    assert "ports" not in redis_service  # reachable by the replicas only
+    url = app["environment"]["KIMI_STATE_URL"]
+    assert url.startswith("redis://:${REDIS_PASSWORD:?") and url.endswith("@redis:6379/0")
+    assert any("${REDIS_PASSWORD" in part for part in redis_service["command"])
+    assert "redis" in app["depends_on"]
+
+
+def gateway_directives() -> dict[str, list[str]]:
+    """Each directive of the gateway's nginx file and the values it is given, in order."""
+    directives: dict[str, list[str]] = defaultdict(list)
+    for line in (ROOT / "deploy" / "compose-gateway.conf").read_text().splitlines():
+        line = line.split("#", 1)[0].strip().rstrip(";")
+        if line and not line.endswith(("{", "}")):
+            name, _, value = line.partition(" ")
+            directives[name].append(value.strip())
+    return directives
+
+
+def test_every_setting_in_the_env_file_reaches_the_replicas(scaled):
+    # Not only the ones compose substitutes: KIMI_REDIS_PREFIX, KIMI_LEASE_SECONDS, ...
+    assert {"path": ".env", "required": False} in scaled["kimi-free-api"]["env_file"]
+    env_example = (ROOT / ".env.example").read_text()
+    assert "KIMI_LEASE_SECONDS=" in env_example and "REDIS_PASSWORD=" in env_example
+
+
+def test_the_gateway_spreads_requests_over_every_replica_and_streams(scaled):
+    mount = next(v for v in scaled["gateway"]["volumes"] if "compose-gateway.conf" in v)
+    assert mount.startswith("./deploy/compose-gateway.conf:/etc/nginx/conf.d/")
+    conf = gateway_directives()
+    container_port = scaled["gateway"]["ports"][0].split(":")[-1]
+    assert conf["listen"] == [container_port]
+    # Resolved per request through Docker's DNS: every replica, including later ones.
+    assert conf["resolver"][0].startswith("127.0.0.11 ")
+    assert conf["set"] == ["$kimi_free_api http://kimi-free-api:8000"]
+    assert set(conf["proxy_pass"]) == {"$kimi_free_api"}
+    assert conf["proxy_buffering"] == ["off"]
+    defaults = Settings()
+    read_timeout = int(conf["proxy_read_timeout"][0].removesuffix("s"))
+    assert read_timeout > max(defaults.read_timeout, defaults.keepalive_seconds)
+    assert conf["client_max_body_size"] == [f"{defaults.max_request_mb:g}m"]
