@@ -92,6 +92,11 @@ class WebFileStore:
             web_file = self._files.get(file_id)
         return web_file if web_file and web_file.user_id == user_id else None
 
+    def discard(self, file_id: str) -> None:
+        """Forget a file, as Kimi may drop a stored one: a Chat call naming it is refused."""
+        with self._lock:
+            self._files.pop(file_id, None)
+
     def snapshot(self) -> list[dict[str, Any]]:
         """Every upload in arrival order, with the status its parse has reached."""
         now = time.monotonic()

@@ -207,6 +207,34 @@ def test_the_same_file_twice_from_one_account_is_uploaded_once(files_client, aut
     assert chat_blocks(emulator)[0] == {"message_id": "", "file": {"id": record["id"]}}
 
 
+def test_a_remembered_file_kimi_no_longer_has_is_sent_again(files_client, auth, emulator):
+    answer(ask(files_client, auth, png_data_part()))
+    (first,) = emulator.state.web_files.snapshot()
+    emulator.state.web_files.discard(first["id"])  # Kimi dropped the stored file
+    text = answer(ask(files_client, auth, png_data_part(), text="Once more?"))
+    assert read_note("image", PNG) in text
+    assert len(upstream_calls(emulator, UPLOAD)) == 2
+    refused, retried = [c["status"] for c in upstream_calls(emulator, CHAT)][1:]
+    assert (refused, retried) == (400, 200)
+    (second,) = emulator.state.web_files.snapshot()
+    assert chat_blocks(emulator)[0]["file"]["id"] == second["id"] != first["id"]
+
+
+def test_a_refused_turn_with_files_just_sent_is_not_sent_again(files_client, auth, emulator):
+    emulator.state.add_fault("server_error")
+    assert ask(files_client, auth, png_data_part()).status_code == 502
+    assert len(upstream_calls(emulator, UPLOAD)) == 1
+    assert len(upstream_calls(emulator, CHAT)) == 1
+
+
+def test_a_rate_limit_does_not_make_remembered_files_upload_again(files_client, auth, emulator):
+    answer(ask(files_client, auth, png_data_part()))
+    emulator.state.add_fault("limit")
+    assert ask(files_client, auth, png_data_part()).status_code == 429
+    assert len(upstream_calls(emulator, UPLOAD)) == 1
+    assert len(upstream_calls(emulator, CHAT)) == 2
+
+
 def test_another_account_uploads_its_own_copy(files_client, auth, emulator, new_account):
     other = {"Authorization": f"Bearer {new_account('bob').refresh_token}"}
     answer(ask(files_client, auth, png_data_part()))

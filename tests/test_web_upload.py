@@ -211,8 +211,10 @@ def test_the_same_bytes_from_the_same_account_are_uploaded_once(tmp_path):
     progress(SUCCESS)
     files = uploader(store)
     with png_source("a.png") as first, png_source("renamed.png") as again:
-        assert files.file_id(SESSION, first) == "file-1"
-        assert files.file_id(SESSION, again) == "file-1"
+        sent = files.file_ids(SESSION, (first,))
+        remembered = files.file_ids(SESSION, (again,))
+    assert (sent.ids, sent.remembered) == (("file-1",), False)
+    assert (remembered.ids, remembered.remembered) == (("file-1",), True)
     assert len(calls_to(UPLOAD_URL)) == 1
     assert store.get(f"webfile:user-1:{hashlib.sha256(PNG).hexdigest()}") == "file-1"
 
@@ -225,10 +227,23 @@ def test_another_account_or_other_bytes_upload_again(tmp_path):
     files = uploader(store)
     other_user = Session(access_token="access-2", user_id="user-2")
     with png_source() as source, png_source(payload=PNG + b"!") as changed:
-        files.file_id(SESSION, source)
-        files.file_id(other_user, source)
-        files.file_id(SESSION, changed)
+        files.file_ids(SESSION, (source,))
+        assert not files.file_ids(other_user, (source,)).remembered
+        assert not files.file_ids(SESSION, (changed,)).remembered
     assert len(calls_to(UPLOAD_URL)) == 3
+
+
+@responses.activate
+def test_a_forgotten_file_is_uploaded_again(tmp_path):
+    store = open_store(str(tmp_path / "state.db"))
+    accept_upload("file-1")
+    progress(SUCCESS, SUCCESS)
+    files = uploader(store)
+    with png_source() as source:
+        files.file_ids(SESSION, (source,))
+        files.forget(SESSION, (source,))
+        assert not files.file_ids(SESSION, (source,)).remembered
+    assert len(calls_to(UPLOAD_URL)) == 2
 
 
 @responses.activate
@@ -238,9 +253,9 @@ def test_a_remembered_file_id_expires(tmp_path):
     progress(SUCCESS, SUCCESS)
     files = uploader(store, web_file_cache_seconds=0.05)
     with png_source() as source:
-        files.file_id(SESSION, source)
+        files.file_ids(SESSION, (source,))
         time.sleep(0.1)
-        files.file_id(SESSION, source)
+        files.file_ids(SESSION, (source,))
     assert len(calls_to(UPLOAD_URL)) == 2
 
 
@@ -252,8 +267,8 @@ def test_an_account_without_a_user_id_is_never_cached(tmp_path):
     files = uploader(store)
     anonymous = Session(access_token="access-3")
     with png_source() as source:
-        files.file_id(anonymous, source)
-        files.file_id(anonymous, source)
+        files.file_ids(anonymous, (source,))
+        files.file_ids(anonymous, (source,))
     assert len(calls_to(UPLOAD_URL)) == 2
 
 

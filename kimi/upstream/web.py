@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
 import requests
 
-from ..errors import UpstreamCut, UpstreamError
+from ..errors import BadRequest, NotFound, UpstreamCut, UpstreamError
 from ..events import Event
 from ..files.documents import read_documents
 from ..files.sources import close_sources, open_sources
@@ -30,6 +31,8 @@ from .web_prompt import format_for_prompt
 from .web_stream import WebStreamParser
 from .web_upload import UploadedFiles, WebUploader
 
+log = logging.getLogger(__name__)
+
 REFRESH_PATH = "/api/account.gateway.v1.AuthService/RefreshToken"
 CHAT_PATH = "/apiv2/kimi.gateway.chat.v1.ChatService/Chat"
 DELETE_CHAT_PATH = "/apiv2/kimi.chat.v1.ChatService/DeleteChat"
@@ -38,6 +41,9 @@ MODELS_PATH = "/apiv2/kimi.gateway.config.v1.ConfigService/GetAvailableModels"
 CONNECT_CONTENT_TYPE = "application/connect+json"
 DEFAULT_SCENARIO = "SCENARIO_K2D5"
 ACCESS_TOKEN_LIFETIME = 15 * 60  # seconds, when the token does not say
+# How Kimi may refuse a Chat call naming a file it no longer has (exact types: not a cut stream,
+# an overload or a rate limit, which say nothing about the files).
+REFUSALS = (BadRequest, NotFound, UpstreamError)
 STATIC_MODELS = [
     "kimi",
     "kimi-search",
@@ -98,12 +104,30 @@ class WebUpstream:
             close_sources(files)
 
     def stream_turn(self, session: Session, target: TurnTarget) -> Iterator[Event]:
-        if self.uploads_files:
-            # Uploaded for this account (the turn may be retried on another): ids, not text.
-            file_ids = tuple(self.uploader.file_id(session, source) for source in target.files)
-            body = chat_body(replace(target, files=()), file_ids)
-        else:
-            body = chat_body(target)
+        if not self.uploads_files:
+            yield from self._chat(session, chat_body(target), target)
+            return
+        # Uploaded for this account (the turn may be retried on another): ids, not text.
+        files = self.uploader.file_ids(session, target.files)
+        text_target = replace(target, files=())
+        started = False
+        try:
+            for event in self._chat(session, chat_body(text_target, files.ids), target):
+                started = True
+                yield event
+        except REFUSALS as exc:
+            # A remembered file id that Kimi no longer knows must not fail every later turn too:
+            # forget the files and send them again, once.
+            if started or type(exc) not in REFUSALS or not files.remembered:
+                raise
+            log.warning(
+                "Kimi refused a turn naming remembered files (%s); sending them again", exc.code
+            )
+            self.uploader.forget(session, target.files)
+            files = self.uploader.file_ids(session, target.files)
+            yield from self._chat(session, chat_body(text_target, files.ids), target)
+
+    def _chat(self, session: Session, body: dict[str, Any], target: TurnTarget) -> Iterator[Event]:
         with translate_transport_errors("streaming the answer"):
             response = self.http.post(
                 self.settings.base_url + CHAT_PATH,

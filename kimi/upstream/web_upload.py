@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -41,6 +42,14 @@ CACHE_KEY_PREFIX = "webfile:"
 Headers = Callable[[Session, str], dict[str, str]]
 
 
+@dataclass(frozen=True)
+class TurnFiles:
+    """The file ids of a turn's files, and whether any was remembered rather than just sent."""
+
+    ids: tuple[str, ...]
+    remembered: bool
+
+
 class WebUploader:
     """Uploads files for one account and waits until Kimi has read them."""
 
@@ -64,12 +73,25 @@ class WebUploader:
         self._wait_until_parsed(session, file_id, source.name)
         return file_id
 
-    def file_id(self, session: Session, source: FileSource) -> str:
-        """The id of ``source`` on this account: remembered from an earlier upload, or uploaded."""
-        cached = self.cache.get(session, source.sha256) if self.cache else None
-        if cached:
-            log.info("%s was uploaded by this account before: not sending it again", source.name)
-            return cached
+    def file_ids(self, session: Session, sources: tuple[FileSource, ...]) -> TurnFiles:
+        """The ids of ``sources`` on this account: remembered from earlier uploads, or uploaded."""
+        ids, remembered = [], False
+        for source in sources:
+            cached = self.cache.get(session, source.sha256) if self.cache else None
+            if cached:
+                log.info(
+                    "%s was uploaded by this account before: not sending it again", source.name
+                )
+            remembered = remembered or bool(cached)
+            ids.append(cached or self._upload_and_remember(session, source))
+        return TurnFiles(tuple(ids), remembered)
+
+    def forget(self, session: Session, sources: tuple[FileSource, ...]) -> None:
+        """Drop the remembered ids of ``sources`` (Kimi no longer knows one of them)."""
+        for source in sources if self.cache else ():
+            self.cache.delete(session, source.sha256)
+
+    def _upload_and_remember(self, session: Session, source: FileSource) -> str:
         file_id = self.upload(session, source)
         if self.cache:
             self.cache.put(session, source.sha256, file_id)
@@ -188,6 +210,11 @@ class UploadedFiles:
         key = self._key(session, sha256)
         if key:
             self.store.put(key, file_id, ttl=self.ttl)
+
+    def delete(self, session: Session, sha256: str) -> None:
+        key = self._key(session, sha256)
+        if key:
+            self.store.delete(key)
 
     @staticmethod
     def _key(session: Session, sha256: str) -> str | None:
