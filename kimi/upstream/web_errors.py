@@ -120,8 +120,8 @@ class AnswerException:
 def read_exception(exception: Any) -> AnswerException:
     """The ``exception`` of a ``block.exception``: ``{"error": {"reason", "severity",
     "localizedMessage": {"message"}}}`` (the fields straight in it are read as well)."""
-    error = exception.get("error") if isinstance(exception, dict) else None
-    error = error if isinstance(error, dict) else exception if isinstance(exception, dict) else {}
+    exception = exception if isinstance(exception, dict) else {}
+    error = exception["error"] if isinstance(exception.get("error"), dict) else exception
     reason = str(error.get("reason") or "").upper()
     message = (localized_message(error) or reason or "no reason given")[:MESSAGE_LIMIT]
     retracted = RETRACT_WORD in str(error.get("severity") or "").upper()
@@ -142,6 +142,7 @@ def _debug_entries(error: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _says_busy(error: Any, message: str) -> bool:
-    plain = error.get("message") or error.get("msg") or "" if isinstance(error, dict) else ""
+    """Whether the technical or the localized message speaks of an answer still running."""
+    plain = (error.get("message") or error.get("msg") or "") if isinstance(error, dict) else ""
     lowered = f"{plain} {message}".lower()
     return any(word in lowered for word in BUSY_MESSAGE_WORDS)
