@@ -30,9 +30,9 @@ __all__ = [
     "AuthenticationFailed",
     "UpstreamAuthRejected",
     "NotFound",
+    "RequestTimeout",
     "ConversationBusy",
     "RequestTooLarge",
-    "RequestTimeout",
     "RateLimited",
     "ResearchQuotaExhausted",
     "UpstreamError",
@@ -105,16 +105,16 @@ class ConversationBusy(KimiError):
     code = "conversation_busy"
 
 
-class RequestTooLarge(KimiError):
-    status = 413
-    error_type = "invalid_request_error"
-    code = "request_too_large"
 class RequestTimeout(KimiError):
     status = 408
     error_type = "invalid_request_error"
     code = "request_timeout"
 
 
+class RequestTooLarge(KimiError):
+    status = 413
+    error_type = "invalid_request_error"
+    code = "request_too_large"
 
 
 class RateLimited(KimiError):
