@@ -35,6 +35,9 @@ TURN = {"web": "ChatService/Chat", "legacy": "/completion/stream"}
 # Under the service's 60 s safety margin, so no access token is cached: every turn refreshes.
 # (2 s, not 1: expiry is whole seconds, so a 1 s token can be dead on arrival.)
 SHORT_ACCESS_TTL = 2
+# A second or so past that margin: cached, briefly, and shared by both instances.
+CACHED_ACCESS_TTL = 62
+CACHED_LIFETIMES = 3
 # Seconds a Redis call may take before the request fails with a 503.
 STATE_TIMEOUT = "0.5"
 # Bounds that only catch a hang or a server that never starts; nothing is timed against them.
@@ -186,6 +189,24 @@ def test_a_rotation_made_by_one_instance_is_used_by_the_other(start_instances, a
     assert [c["status"] for c in calls] == [200] * ROTATION_TURNS
     spent = [c["body"]["refresh_token"] for c in calls]
     assert spent[0] == account.refresh_token
+    assert len(set(spent)) == len(spent)
+
+
+def test_an_access_token_cached_by_one_instance_serves_the_other_until_it_expires(
+    start_instances, account, emulator
+):
+    emulator.state.configure(access_ttl=CACHED_ACCESS_TTL)
+    first, second = start_instances([account.refresh_token])
+    turns, deadline = 0, time.monotonic() + HANG_SECONDS
+    while len(refreshes(emulator, "web")) < CACHED_LIFETIMES and time.monotonic() < deadline:
+        assert_ok((first, second)[turns % 2].chat(f"turn {turns}"))
+        turns += 1
+        time.sleep(0.2)
+    calls = refreshes(emulator, "web")
+    assert len(calls) == CACHED_LIFETIMES  # each lifetime ended with one refresh, by either
+    assert turns > len(calls)  # in between, both instances used the one cached access token
+    assert {c["status"] for c in calls} == {200}
+    spent = [c["body"]["refresh_token"] for c in calls]
     assert len(set(spent)) == len(spent)
 
 
