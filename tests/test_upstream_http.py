@@ -1,9 +1,11 @@
-"""The chunked-body reader of streamed upstream answers (kimi/upstream/chunked.py): the decoder
-with input split at every offset, and the reader against a real loopback HTTP server."""
+"""The upstream HTTP session (kimi/upstream/http.py): its lean request preparation and the
+chunked-body reader of streamed answers (kimi/upstream/chunked.py), the decoder with input split
+at every offset, both against a real loopback HTTP server."""
 
 from __future__ import annotations
 
 import gzip
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -77,6 +79,7 @@ class RawServer:
     def __init__(self, answers: list[list[bytes | float]]) -> None:
         self.answers = answers
         self.connections = 0
+        self.requests: list[bytes] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -87,7 +90,7 @@ class RawServer:
             connection, _ = self._listener.accept()
             self.connections += 1
             with connection:
-                while self.answers and self._read_request(connection):
+                while self.answers and self._read_request(connection, self.requests):
                     for part in self.answers.pop(0):
                         if isinstance(part, float):
                             threading.Event().wait(part)
@@ -95,13 +98,18 @@ class RawServer:
                             connection.sendall(part)
 
     @staticmethod
-    def _read_request(connection: socket.socket) -> bool:
+    def _read_request(connection: socket.socket, seen: list[bytes]) -> bool:
         data = b""
         while b"\r\n\r\n" not in data:
             chunk = connection.recv(4096)
             if not chunk:
                 return False
             data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = re.search(rb"(?i)content-length: *(\d+)", head)
+        while length and len(body) < int(length[1]):
+            body += connection.recv(4096)
+        seen.append(head + b"\r\n\r\n" + body)
         return True
 
     def close(self) -> None:
@@ -167,3 +175,34 @@ def test_a_compressed_body_is_still_decoded(serve):
     head = HEAD.replace(b"\r\n\r\n", b"\r\nContent-Encoding: gzip\r\n\r\n")
     server = serve([head, b"%x\r\n%s\r\n0\r\n\r\n" % (len(packed), packed)])
     assert stream(server.url, make_http_session()) == PAYLOAD
+
+
+def test_a_call_carries_the_session_and_call_headers_and_its_json_body(serve):
+    server = serve([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"])
+    response = make_http_session().post(
+        server.url + "/api/chat?x=1", json={"chat_id": "c1"}, headers={"X-Msh-Platform": "web"}
+    )
+    assert response.json() == {}
+    sent = server.requests[0]
+    assert sent.startswith(b"POST /api/chat?x=1 HTTP/1.1\r\n")
+    assert b"X-Msh-Platform: web\r\n" in sent and b"User-Agent: Mozilla/5.0" in sent
+    assert sent.endswith(b'\r\n\r\n{"chat_id": "c1"}')
+
+
+def test_cookies_kimi_sets_are_never_sent_back(serve):
+    cookie = b"HTTP/1.1 200 OK\r\nSet-Cookie: session=abc; Path=/\r\nContent-Length: 0\r\n\r\n"
+    server = serve([cookie], [b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"])
+    session = make_http_session()
+    session.get(server.url + "/a")
+    session.get(server.url + "/b")
+    assert b"Cookie" not in server.requests[1]
+
+
+def test_a_ca_bundle_named_in_the_environment_is_used_without_reading_it_per_call(monkeypatch):
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/bundle.pem")
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "NETRC"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", "/nonexistent")
+    session = make_http_session()
+    assert session.verify == "/etc/ssl/certs/bundle.pem"
+    assert session.trust_env is False
