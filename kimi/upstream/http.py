@@ -99,6 +99,7 @@ class _Session(requests.Session):
             or self.auth
             or self.params
             or self.trust_env
+            or len(self.cookies)
         ):
             return super().prepare_request(request)
         prepared = requests.PreparedRequest()
@@ -107,7 +108,7 @@ class _Session(requests.Session):
         headers = CaseInsensitiveDict(self.headers)
         headers.update(request.headers or {})
         prepared.prepare_headers({k: v for k, v in headers.items() if v is not None})
-        prepared._cookies = RequestsCookieJar(_NO_COOKIES)  # followed redirects take none either
+        prepared._cookies = _NO_COOKIE_JAR  # followed redirects take none either
         prepared.prepare_body(request.data, request.files, request.json)
         if "@" in prepared.url:  # credentials in the URL
             prepared.prepare_auth(None, prepared.url)
@@ -161,6 +162,8 @@ class _NoCookies(requests.cookies.cookielib.DefaultCookiePolicy):
 
 
 _NO_COOKIES = _NoCookies()
+# Shared by every prepared request: its policy refuses every cookie, so it stays empty.
+_NO_COOKIE_JAR = RequestsCookieJar(_NO_COOKIES)
 
 
 def browser_headers(base_url: str) -> dict[str, str]:
