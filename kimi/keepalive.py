@@ -6,6 +6,7 @@ the consumer gets a ``KEEPALIVE`` marker every ``interval`` seconds to write a c
 
 from __future__ import annotations
 
+import _thread
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -40,9 +41,12 @@ class KeepAliveStream:
         self._arrived = threading.Event()  # set by the reader after it adds an item
         self._taken = threading.Event()  # set by the consumer after it takes one
         self._stopped = threading.Event()
+        self._finished = threading.Event()  # set by the reader when its clean-up is done
         self._interrupted = False
-        self._thread = threading.Thread(target=self._pump, name="kimi-upstream-reader", daemon=True)
-        self._thread.start()
+        self._reader: int | None = None
+        # The low-level start: a threading.Thread costs several times more (its own locks and
+        # bookkeeping; under gevent, a Greenlet wrapped in all of it), once per turn.
+        _thread.start_new_thread(self._pump, ())
         shutdown.register(self)
 
     def __iter__(self) -> Iterator[Any]:
@@ -85,13 +89,15 @@ class KeepAliveStream:
     def close(self) -> None:
         self._stopped.set()
         self._taken.set()  # a reader waiting for room gives up
-        if self._thread is not threading.current_thread():
-            self._thread.join(CLOSE_WAIT_SECONDS)
+        if self._reader != threading.get_ident():
+            self._finished.wait(CLOSE_WAIT_SECONDS)
 
     def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
+        """Wait for the reader to finish (its source closed)."""
+        self._finished.wait(timeout)
 
     def _pump(self) -> None:
+        self._reader = threading.get_ident()
         try:
             for event in self._events:
                 if not self._put((_EVENT, event)):
@@ -100,7 +106,10 @@ class KeepAliveStream:
         except Exception as exc:  # handed to the consumer's thread, which raises it
             self._put((_ERROR, exc))
         finally:
-            self._events.close()
+            try:
+                self._events.close()
+            finally:
+                self._finished.set()
 
     def _put(self, item: tuple[str, Any]) -> bool:
         """Add an item, waiting while ``QUEUE_SIZE`` are unread: a slow client slows the reading
