@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,8 @@ STDIN_TOKEN = "-"
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m kimi doctor [TOKEN] [--json] [--capture FILE]``; returns the exit status."""
     args = _parser().parse_args(argv)  # a usage error exits with 2
+    # The report says what went wrong; the adapters' own warnings would only repeat it.
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = doctor_settings(os.environ)
         token = _token(args.token, os.environ)
