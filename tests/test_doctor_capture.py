@@ -24,6 +24,7 @@ from kimi_emulator.replay import Replay, create_replay_app
 
 PROTOCOLS = ["web", "legacy"]
 JWT = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]*")
+USER_NAME = "Zhang San 张三"  # the account's user, as Kimi names them: a personal field
 CHAT_PATHS = {"web": "ChatService/Chat", "legacy": "/completion/stream"}
 
 
@@ -56,7 +57,7 @@ def captures(emulator_server, tmp_path_factory) -> dict[str, Captured]:
     made = {}
     for protocol in PROTOCOLS:
         directory = tmp_path_factory.mktemp(f"capture-{protocol}")
-        account = emulator_server.state.create_user(f"capture-{protocol}")
+        account = emulator_server.state.create_user(USER_NAME)
         emulator_server.state.clear_calls()
         settings = Settings(
             protocol=protocol,
@@ -69,7 +70,7 @@ def captures(emulator_server, tmp_path_factory) -> dict[str, Captured]:
         report, _ = run_doctor(settings, account.refresh_token, capture=str(path))
         assert report.ok, report.steps
         calls = emulator_server.state.calls()
-        secrets = walk_secrets(settings, account) + list(emulator_server.state.chats())
+        secrets = walk_secrets(settings, account) + [USER_NAME, *emulator_server.state.chats()]
         made[protocol] = Captured(path, account.refresh_token, calls, secrets)
     return made
 
@@ -189,7 +190,7 @@ def test_a_capture_decodes_the_answer_stream(capture, protocol):
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_a_capture_holds_no_token_cookie_or_id(capture):
+def test_a_capture_holds_no_token_id_or_user_name(capture):
     text = capture.path.read_text()
 
     for secret in filter(None, capture.secrets):
