@@ -195,6 +195,7 @@ def test_usage_errors_exit_with_2(monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--no-such-option"])
     assert exit_info.value.code == 2
+    assert main(["token", "--capture", str(ROOT)]) == 2  # a directory: nothing walked
     monkeypatch.setenv("KIMI_PROTOCOL", "carrier-pigeon")
     assert main(["token"]) == 2
 

@@ -30,7 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = doctor_settings(os.environ)
         token = _token(args.token, os.environ)
-    except ValueError as exc:
+        if args.capture:
+            _check_writable(args.capture)
+    except (ValueError, OSError) as exc:
         print(f"kimi doctor: {exc}", file=sys.stderr)
         return EXIT_USAGE
     report, masker = run_doctor(settings, token, capture=args.capture)
@@ -80,6 +82,12 @@ def _token(argument: str | None, environ: Mapping[str, str]) -> str:
     if not tokens:
         raise ValueError("give a token (argument, or - to read it from stdin) or set KIMI_TOKENS")
     return tokens[0].token
+
+
+def _check_writable(path: str) -> None:
+    """Fail before the walk, not after it, when the capture file cannot be written."""
+    with open(path, "w", encoding="utf-8"):
+        pass
 
 
 def _parser() -> argparse.ArgumentParser:
