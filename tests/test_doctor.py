@@ -4,14 +4,17 @@ exit status) and what it never prints (a token)."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import re
+import ssl
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, chat, free_port
+from helpers import ROOT, chat, free_port, self_signed_certificate
 
 from kimi import create_app
 from kimi.doctor import main, run_doctor
@@ -131,6 +134,25 @@ def test_an_unreachable_host_fails_the_first_step_and_skips_the_rest(make_settin
     assert reach.http_status is None
     assert "host unreachable" in reach.hint
     assert all(step.status == "skipped" for step in report.steps[1:])
+
+
+def test_a_certificate_that_is_not_trusted_is_named_a_tls_failure(make_settings, tmp_path):
+    cert, key = self_signed_certificate(tmp_path, "localhost")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"https://localhost:{server.server_address[1]}"
+        report, _ = run_doctor(make_settings(base_url=url, auth_url=url), "a.b.c")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    reach = report.failed_step()
+    assert reach.name == "reach"
+    assert "TLS failed" in reach.hint
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
