@@ -158,7 +158,7 @@ def test_scanned_pdf_without_text_layer_is_refused_with_a_pointer_to_ocr():
         read(make_pdf(["", ""]), "scan.pdf")
 
     assert "'scan.pdf' has no text layer" in caught.value.message
-    assert "legacy protocol" in caught.value.message
+    assert "WEB_FILE_MODE=upload" in caught.value.message
     assert caught.value.status == 400
 
 
