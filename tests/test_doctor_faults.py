@@ -17,9 +17,9 @@ from kimi.settings import Settings
 from kimi_emulator.faults import FAULT_NAMES
 from kimi_emulator.stream_failures import ERROR_FAULTS, EXCEPTION_FAULTS
 
-READ_TIMEOUT = 1.5  # seconds; the timing faults stay silent longer than this
-PARSE_TIMEOUT = 1.5
-FAULT_SECONDS = 4.0
+READ_TIMEOUT = 2.5  # seconds; the timing faults stay silent longer than this
+PARSE_TIMEOUT = 3.0
+FAULT_SECONDS = 6.0
 WALKERS = 16
 
 PROTOCOL_CHANGED = "protocol changed"
