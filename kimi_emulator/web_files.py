@@ -56,6 +56,8 @@ def upload_file() -> Response:
     state = current_state()
     fault = state.take_fault(WEB_PARSE_FAULTS, user.user_id)
     parse_seconds = state.config().parse_seconds
+    if fault:
+        log.info("the upload of %s meets the %s fault", receipt.name, fault.name)
     if fault and fault.name == "parse_slow":
         parse_seconds = fault.seconds
     fails = bool(fault and fault.name == "parse_failed")
