@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ..settings import Settings
-from ..upstream.connect import FrameDecoder, FrameError
 from .masking import Masker
-from .wire import CONNECT_TYPE, SSE_TYPE, Exchange
+from .wire import CONNECT_TYPE, SSE_TYPE, Exchange, decode_frames
 
 CAPTURE_VERSION = 1
 
@@ -98,7 +97,7 @@ def _request_json(exchange: Exchange) -> Any:
     raw = body.encode("utf-8") if isinstance(body, str) else body
     content_type = exchange.request_headers.get("Content-Type", "")
     if content_type.startswith(CONNECT_TYPE):
-        return [frame["message"] for frame in _frames(raw)]
+        return [frame["message"] for frame in decode_frames(raw)]
     try:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
@@ -122,7 +121,7 @@ def _body(raw: bytes, content_type: str, masker: Masker) -> dict[str, Any]:
     if not raw:
         return {}
     if content_type.startswith(CONNECT_TYPE):
-        frames = _frames(raw)
+        frames = decode_frames(raw)
         if frames:
             return {"frames": masker.json(frames)}
     try:
@@ -135,10 +134,3 @@ def _body(raw: bytes, content_type: str, masker: Masker) -> dict[str, Any]:
         return {"json": masker.json(json.loads(text))}
     except ValueError:
         return {"text": masker.text(text)}
-
-
-def _frames(raw: bytes) -> list[dict[str, Any]]:
-    try:
-        return [{"flags": f.flags, "message": f.message} for f in FrameDecoder().feed(raw)]
-    except FrameError:
-        return []

@@ -55,11 +55,7 @@ class Exchange:
 
     def frames(self) -> list[dict[str, Any]]:
         """The Connect frames that arrived whole, as ``{"flags", "message"}``."""
-        decoder = FrameDecoder()
-        try:
-            return [{"flags": f.flags, "message": f.message} for f in decoder.feed(self.body)]
-        except FrameError:
-            return []
+        return decode_frames(bytes(self.body))
 
     def sse_data(self) -> list[Any]:
         """The JSON of each ``data:`` line of an event stream (lines that are not JSON skipped)."""
@@ -80,6 +76,14 @@ class Exchange:
             return self.sse_data()
         data = self.response_json()
         return [] if data is None else [data]
+
+
+def decode_frames(raw: bytes) -> list[dict[str, Any]]:
+    """The whole Connect frames at the start of ``raw`` (none when it is not Connect)."""
+    try:
+        return [{"flags": f.flags, "message": f.message} for f in FrameDecoder().feed(raw)]
+    except FrameError:
+        return []
 
 
 class Recorder:
