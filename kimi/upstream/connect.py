@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 END_STREAM_FLAG = 0x02
 COMPRESSED_FLAG = 0x01
-HEADER_SIZE = 5
+HEADER = struct.Struct(">BI")  # flags, payload length
+HEADER_SIZE = HEADER.size
 # A single state-sync frame is small; anything this large means we are not reading Connect.
 MAX_FRAME_SIZE = 16 * 1024 * 1024
 
@@ -22,9 +22,8 @@ class FrameError(ValueError):
     """The byte stream is not a valid sequence of Connect frames."""
 
 
-@dataclass(frozen=True)
-class Frame:
-    """One decoded frame: its flags and its JSON payload."""
+class Frame(NamedTuple):
+    """One decoded frame: its flags and its JSON payload (a tuple: one is made per event)."""
 
     flags: int
     message: Any
@@ -37,7 +36,7 @@ class Frame:
 def encode_frame(message: Any, flags: int = 0) -> bytes:
     """Serialise one JSON message as a Connect frame."""
     payload = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return struct.pack(">BI", flags, len(payload)) + payload
+    return HEADER.pack(flags, len(payload)) + payload
 
 
 class FrameDecoder:
@@ -51,19 +50,26 @@ class FrameDecoder:
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> list[Frame]:
-        self._buffer += data
+        if self._buffer:
+            self._buffer += data
+            data = bytes(self._buffer)
+            self._buffer.clear()
         frames = []
-        while len(self._buffer) >= HEADER_SIZE:
-            flags, length = struct.unpack_from(">BI", self._buffer)
+        pos, end = 0, len(data)
+        # Frames are read in place; only an unfinished one is kept for the next read.
+        while end - pos >= HEADER_SIZE:
+            flags, length = HEADER.unpack_from(data, pos)
             if length > MAX_FRAME_SIZE:
                 raise FrameError(f"frame of {length} bytes exceeds the limit")
             if flags & COMPRESSED_FLAG:
                 raise FrameError("compressed Connect frames are not supported")
-            if len(self._buffer) < HEADER_SIZE + length:
+            start = pos + HEADER_SIZE
+            if end - start < length:
                 break
-            payload = bytes(self._buffer[HEADER_SIZE : HEADER_SIZE + length])
-            del self._buffer[: HEADER_SIZE + length]
-            frames.append(Frame(flags, _parse_json(payload)))
+            pos = start + length
+            frames.append(Frame(flags, _parse_json(data[start:pos])))
+        if pos < end:
+            self._buffer += data[pos:]
         return frames
 
     @property
