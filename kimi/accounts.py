@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .errors import UpstreamAuthRejected
+from .errors import StateStoreUnavailable, UpstreamAuthRejected
 from .pool import AccountPool
 from .settings import LEASE_SECONDS, MAX_CONCURRENT_PER_ACCOUNT
 from .store import StateStore, store_lock
@@ -27,6 +27,13 @@ log = logging.getLogger(__name__)
 # Refresh this long before the access token's expiry, so no call goes out with a dying token.
 ACCESS_TOKEN_SKEW = 60.0
 REFRESH_LOCK_TTL = 60.0
+# Once Kimi hands out a rotated refresh token the old one is dead: a store that fails to take the
+# new one is asked again this often, for this long, while the refresh lock is still held (well
+# within its ttl, so no other worker refreshes meanwhile)...
+ROTATION_SAVE_SECONDS = 10.0
+ROTATION_SAVE_RETRY_SECONDS = 0.5
+# ...and after that, this process keeps the token and writes it as soon as the store answers.
+ROTATION_SAVE_LATER_SECONDS = 1.0
 
 
 class Accounts:
@@ -53,6 +60,8 @@ class Accounts:
         )
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        # Rotated refresh tokens the store has not taken yet, by account id.
+        self._unsaved: dict[str, str] = {}
 
     def session(self, credential: Credential) -> tuple[Session, bool]:
         """``(session, fresh)``: ``fresh`` is True when the token was just refreshed."""
@@ -94,17 +103,60 @@ class Accounts:
 
     def _refresh(self, credential: Credential) -> TokenGrant:
         key = f"refresh_token:{credential.account_id}"
-        current = self.store.get(key) or credential.token
+        current = (
+            self._unsaved.get(credential.account_id) or self.store.get(key) or credential.token
+        )
         grant = self.upstream.refresh(current)
         if grant.refresh_token and grant.refresh_token != current:
             # Kimi rotated it: the old one is dead now, for every worker and after restarts.
-            self.store.put(key, grant.refresh_token)
+            self._save_rotated(credential, grant.refresh_token)
         ttl = grant.expires_at - time.time() - ACCESS_TOKEN_SKEW
         if ttl > 0:
             self.store.put(f"access:{credential.account_id}", _grant_json(grant), ttl=ttl)
         self.pool.refreshed(credential)
         log.info("Refreshed the access token of %s", credential.label)
         return grant
+
+    def _save_rotated(self, credential: Credential, token: str) -> None:
+        """Store the rotated refresh token, the account's only credential from now on; a store
+        that fails is waited for a while, then the token is kept here and written later."""
+        deadline = time.monotonic() + ROTATION_SAVE_SECONDS
+        while True:
+            try:
+                self.store.put(f"refresh_token:{credential.account_id}", token)
+            except StateStoreUnavailable:
+                if time.monotonic() < deadline:
+                    time.sleep(ROTATION_SAVE_RETRY_SECONDS)
+                    continue
+                self._unsaved[credential.account_id] = token
+                self._save_later(credential, token)
+                raise
+            self._unsaved.pop(credential.account_id, None)
+            return
+
+    def _save_later(self, credential: Credential, token: str) -> None:
+        log.error(
+            "Could not store the rotated refresh token of %s: this process keeps it and stores "
+            "it once the state store answers (other instances meanwhile hold a dead one)",
+            credential.label,
+        )
+
+        def retry() -> None:
+            while True:
+                time.sleep(ROTATION_SAVE_LATER_SECONDS)
+                # Under the account's lock: a refresh made meanwhile wrote a newer token.
+                with self._local_lock(credential.account_id):
+                    if self._unsaved.get(credential.account_id) != token:
+                        return
+                    try:
+                        self.store.put(f"refresh_token:{credential.account_id}", token)
+                    except StateStoreUnavailable:
+                        continue
+                    del self._unsaved[credential.account_id]
+                log.warning("Stored the rotated refresh token of %s at last", credential.label)
+                return
+
+        threading.Thread(target=retry, name="kimi-rotation-save", daemon=True).start()
 
     def _cached_grant(self, credential: Credential) -> TokenGrant | None:
         raw = self.store.get(f"access:{credential.account_id}")

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -26,6 +27,7 @@ from helpers import ROOT, free_port, sse_events, streamed_text, upstream_calls
 
 from kimi.pool import BUSY_CODE
 from kimi.settings import PROTOCOLS, Settings
+from kimi.store import open_store, store_lock
 
 API_KEY = "sk-scale-out-test"
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
@@ -45,6 +47,8 @@ START_SECONDS = 30.0
 HANG_SECONDS = 30.0
 ROTATION_TURNS = 8
 CONCURRENT_TURNS = 50
+# Several times the state store's timeout: calls made meanwhile fail.
+REDIS_HANG_SECONDS = 2.0
 LEASE_SECONDS = 2.0
 # Thirty words: a reply of many frames, each held back by the emulator's "slow" fault.
 LONG_PROMPT = " ".join(f"word{n}" for n in range(30))
@@ -338,6 +342,41 @@ def test_a_turn_that_ends_while_redis_hangs_gives_its_slot_back_once_redis_is_ba
     while (answer := second.chat()).status_code == 429 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert assert_ok(answer) == REPLY_PREFIX + "hi"
+
+
+def test_a_rotation_that_redis_cannot_take_at_once_is_not_lost(
+    start_instances, private_redis, account, emulator, monkeypatch
+):
+    first, second = start_instances([account.refresh_token], redis=private_redis)
+    spend = emulator.state.refresh
+
+    def spend_then_hang_redis(token: str, revoke: bool = True):
+        # Kimi has rotated the token (the old one is dead) when Redis stops answering.
+        issued = spend(token, revoke)
+        private_redis.pause()
+        threading.Timer(REDIS_HANG_SECONDS, private_redis.resume).start()
+        return issued
+
+    monkeypatch.setattr(emulator.state, "refresh", spend_then_hang_redis)
+    try:
+        first.chat()  # refreshes; its answer depends on how long Redis hangs
+    finally:
+        private_redis.resume()
+    monkeypatch.undo()
+    for instance in (first, second, first):
+        assert assert_ok(instance.chat()) == REPLY_PREFIX + "hi"
+    assert {c["status"] for c in refreshes(emulator, "web")} == {200}
+
+
+def test_a_lock_whose_release_redis_missed_is_free_once_redis_is_back(private_redis):
+    store = open_store(private_redis.url, redis_prefix=f"lock-{uuid.uuid4().hex}:", timeout=0.5)
+    with store_lock(store, "refresh:a", ttl=HANG_SECONDS):
+        private_redis.pause()  # the release at the end of the block fails
+    time.sleep(REDIS_HANG_SECONDS)
+    private_redis.resume()
+    # Well within the ttl: the lock was given back when Redis answered again.
+    with store_lock(store, "refresh:a", wait=HANG_SECONDS / 2):
+        pass
 
 
 # A killed instance

@@ -9,6 +9,8 @@ connection and opens a new one on the next call: an outage ends without a restar
 from __future__ import annotations
 
 import contextlib
+import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,7 +32,12 @@ __all__ = [
     "DEFAULT_STATE_TIMEOUT",
 ]
 
+log = logging.getLogger(__name__)
+
 LOCK_POLL_SECONDS = 0.05
+# A lock whose release failed (the store was down or hung) is released again this often, until
+# that lands or its ttl frees it anyway.
+LOCK_RELEASE_RETRY_SECONDS = 0.5
 DEFAULT_REDIS_PREFIX = "kimi-free-api:"
 # Seconds a store call may take before it fails with a 503: an outage fails fast, not by hanging.
 DEFAULT_STATE_TIMEOUT = 3.0
@@ -86,10 +93,32 @@ def store_lock(
         if time.monotonic() > deadline:
             raise LockTimeout(f"Timed out waiting for the lock {name!r}.")
         time.sleep(LOCK_POLL_SECONDS)
+    expires = time.monotonic() + ttl
     try:
         yield
     finally:
-        store.compare_and_set(key, owner, None)
+        try:
+            store.compare_and_set(key, owner, None)
+        except StateStoreUnavailable:
+            # The holder's work is done. Left taken, the lock would keep every other holder
+            # waiting until its ttl ran out, long after the store is back.
+            _release_later(store, key, owner, expires)
+
+
+def _release_later(store: StateStore, key: str, owner: str, expires: float) -> None:
+    """Release the lock in the background (a greenlet under gevent) once the store answers."""
+
+    def retry() -> None:
+        while time.monotonic() + LOCK_RELEASE_RETRY_SECONDS < expires:
+            time.sleep(LOCK_RELEASE_RETRY_SECONDS)
+            try:
+                store.compare_and_set(key, owner, None)
+            except StateStoreUnavailable:
+                continue
+            log.info("Released %s after the state store came back", key)
+            return
+
+    threading.Thread(target=retry, name="kimi-lock-release", daemon=True).start()
 
 
 def open_store(
