@@ -8,6 +8,7 @@ instance did not learn of) or a 404 (a conversation the other instance does not 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -97,7 +98,8 @@ class Instance:
         """SIGKILL the master and its workers at once, as a host or container dies."""
         if not self.killed:
             self.killed = True
-            os.killpg(self.process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # every process of it already gone
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(HANG_SECONDS)
 
     def output(self) -> str:
