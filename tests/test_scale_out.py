@@ -24,11 +24,15 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from helpers import ROOT, free_port, sse_events, streamed_text, upstream_calls
+from helpers import ROOT, free_port, sse_events, streamed_text, upstream_calls, wait_until
 
+from kimi import accounts as accounts_module
+from kimi.errors import StateStoreUnavailable
 from kimi.pool import BUSY_CODE
+from kimi.service import KimiService
 from kimi.settings import PROTOCOLS, Settings
 from kimi.store import open_store, store_lock
+from kimi.tokens import Credential
 
 API_KEY = "sk-scale-out-test"
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
@@ -350,16 +354,8 @@ def test_a_rotation_that_redis_cannot_take_at_once_is_not_lost(
     start_instances, private_redis, account, emulator, monkeypatch
 ):
     first, second = start_instances([account.refresh_token], redis=private_redis)
-    spend = emulator.state.refresh
-
-    def spend_then_hang_redis(token: str, revoke: bool = True):
-        # Kimi has rotated the token (the old one is dead) when Redis stops answering.
-        issued = spend(token, revoke)
-        private_redis.pause()
-        threading.Timer(REDIS_HANG_SECONDS, private_redis.resume).start()
-        return issued
-
-    monkeypatch.setattr(emulator.state, "refresh", spend_then_hang_redis)
+    hang = hang_redis_after(emulator.state.refresh, private_redis, resume_after=REDIS_HANG_SECONDS)
+    monkeypatch.setattr(emulator.state, "refresh", hang)
     try:
         first.chat()  # refreshes; its answer depends on how long Redis hangs
     finally:
@@ -368,6 +364,42 @@ def test_a_rotation_that_redis_cannot_take_at_once_is_not_lost(
     for instance in (first, second, first):
         assert assert_ok(instance.chat()) == REPLY_PREFIX + "hi"
     assert {c["status"] for c in refreshes(emulator, "web")} == {200}
+
+
+def test_a_rotation_redis_takes_only_after_a_long_outage_is_kept_and_written_then(
+    make_settings, private_redis, account, emulator, monkeypatch
+):
+    monkeypatch.setattr(accounts_module, "ROTATION_SAVE_SECONDS", 0.0)  # at once to memory
+    settings = make_settings(state_url=private_redis.url, state_timeout=float(STATE_TIMEOUT))
+    accounts = KimiService(settings).accounts
+    credential = Credential.parse(account.refresh_token)
+    spend = emulator.state.refresh
+    monkeypatch.setattr(emulator.state, "refresh", hang_redis_after(spend, private_redis))
+    with pytest.raises(StateStoreUnavailable):
+        accounts.session(credential)  # Kimi rotated the token; Redis could not take it
+    monkeypatch.setattr(emulator.state, "refresh", spend)
+    private_redis.resume()
+    stored = f"refresh_token:{credential.account_id}"
+    assert wait_until(lambda: accounts.store.get(stored) is not None, HANG_SECONDS)
+    # The token written is the live one: another process refreshes with it.
+    other = KimiService(settings).accounts
+    other.invalidate(credential)
+    assert other.session(credential)[1] is True
+    assert {c["status"] for c in refreshes(emulator, "web")} == {200}
+
+
+def hang_redis_after(spend, redis_server, resume_after: float | None = None):
+    """The emulator's refresh, after which Redis stops answering: Kimi has rotated the token
+    (the old one is dead) when the service comes to store it."""
+
+    def spend_then_hang(token: str, revoke: bool = True):
+        issued = spend(token, revoke)
+        redis_server.pause()
+        if resume_after is not None:
+            threading.Timer(resume_after, redis_server.resume).start()
+        return issued
+
+    return spend_then_hang
 
 
 def test_a_lock_whose_release_redis_missed_is_free_once_redis_is_back(private_redis):
