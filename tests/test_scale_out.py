@@ -3,13 +3,18 @@
 Each instance is a real gunicorn (the shipped gunicorn.conf.py, gevent workers) started like the
 Procfile, on its own loopback port; both use the same ``KIMI_TOKENS``, the same redis-server and
 the emulator. Whichever instance answers, a caller must never see a 401 (a rotation the other
-instance did not learn of) or a 404 (a conversation the other instance does not know).
+instance did not learn of) or a 404 (a conversation the other instance does not know). Redis
+hung with SIGSTOP and an instance killed with SIGKILL must cost seconds, never the account.
+Rotation is checked under the web protocol, whose refresh tokens are single-use (the legacy
+ones stay valid); the rest runs under both where it is cheap. At the end, the compose files
+that run such a deployment, and their gateway.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -24,7 +29,15 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from helpers import ROOT, free_port, sse_events, streamed_text, upstream_calls, wait_until
+from helpers import (
+    ROOT,
+    free_port,
+    procfile_command,
+    sse_events,
+    streamed_text,
+    upstream_calls,
+    wait_until,
+)
 
 from kimi import accounts as accounts_module
 from kimi.errors import StateStoreUnavailable
@@ -47,6 +60,7 @@ CACHED_ACCESS_TTL = 62
 CACHED_LIFETIMES = 3
 # Seconds a Redis call may take before the request fails with a 503.
 STATE_TIMEOUT = "0.5"
+LOG_TAIL_CHARS = 4000
 # Bounds that only catch a hang or a server that never starts; nothing is timed against them.
 START_SECONDS = 30.0
 HANG_SECONDS = 30.0
@@ -115,7 +129,8 @@ def start_instances(emulator, redis_server, tmp_path, protocol):
     """``start(tokens, redis=..., workers=(1, 1), **env)``: gunicorn instances sharing one Redis
     under a key prefix of this test's own; each is killed (by its process group) at the end."""
     started: list[Instance] = []
-    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+    argv = shlex.split(procfile_command())  # gunicorn -c gunicorn.conf.py app:app
+    argv[0] = str(Path(sys.executable).with_name(argv[0]))
 
     def start(tokens, *, redis=None, workers=(1, 1), **env: str) -> list[Instance]:
         shared = {
@@ -141,7 +156,7 @@ def start_instances(emulator, redis_server, tmp_path, protocol):
             log_path = tmp_path / f"{name}.log"
             with log_path.open("wb") as log:
                 process = subprocess.Popen(
-                    [gunicorn, "-c", "gunicorn.conf.py", "app:app"],
+                    argv,
                     cwd=ROOT,
                     env=env_of_one,
                     stdout=log,
@@ -158,6 +173,8 @@ def start_instances(emulator, redis_server, tmp_path, protocol):
     yield start
     for instance in started:
         instance.kill()
+        # Shown by pytest only when the test failed.
+        print(f"--- {instance.name}'s log (tail) ---\n{instance.output()[-LOG_TAIL_CHARS:]}")
 
 
 @pytest.fixture
