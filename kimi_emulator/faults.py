@@ -46,6 +46,13 @@ PARSE_FAULTS = frozenset({"parse_never"})
 FILE_FAULTS = PRESIGN_FAULTS | UPLOAD_FAULTS | PARSE_FAULTS
 # The web file flow: the next uploaded file's parse fails, or takes the fault's ``seconds``.
 WEB_PARSE_FAULTS = frozenset({"parse_failed", "parse_slow"})
+# The web upload call itself is refused: the access token expired between the refresh and the
+# upload (401), or the account is rate-limited (429).
+WEB_UPLOAD_FAULTS = frozenset({"upload_unauthorized", "upload_limit"})
+WEB_UPLOAD_FAULT_ERRORS = {
+    "upload_unauthorized": HTTP_FAULT_ERRORS["unauthorized"],
+    "upload_limit": HTTP_FAULT_ERRORS["limit"],
+}
 # One route of either protocol answers a 500: the account (GetSubscription, /api/user), the
 # model list (web), deleting a chat.
 ACCOUNT_FAULTS = frozenset({"account_down"})
@@ -60,6 +67,7 @@ FAULT_NAMES = (
     | FILE_FAULTS
     | ROUTE_FAULTS
     | WEB_PARSE_FAULTS
+    | WEB_UPLOAD_FAULTS
 )
 DEFAULT_FAULT_SECONDS = 1.0
 

@@ -20,7 +20,7 @@ from .bodies import json_body
 from .call_log import authenticated_user, record_call_status, record_upload_arrival
 from .context import current_state
 from .errors import EmulatorError
-from .faults import WEB_PARSE_FAULTS
+from .faults import WEB_PARSE_FAULTS, WEB_UPLOAD_FAULT_ERRORS, WEB_UPLOAD_FAULTS
 from .legacy_replies import FILE_NOTE_LINE, FILES_NOTE
 from .replies import ReplyRequest, answer_text
 from .web_file_store import SUCCESS, WebFile, WebUploadReceipt
@@ -50,10 +50,14 @@ def answer_emulator_error(error: EmulatorError) -> Response:
 def upload_file() -> Response:
     """Take one ``file`` field; answer the stored file (its parse starts now)."""
     user = authenticated_user()
+    state = current_state()
+    refused = state.take_fault(WEB_UPLOAD_FAULTS, user.user_id)
+    if refused:
+        log.info("refusing an upload with the %s fault", refused.name)
+        raise WEB_UPLOAD_FAULT_ERRORS[refused.name]
     if request.mimetype != "multipart/form-data":
         raise EmulatorError("invalid_argument", "the upload must be multipart/form-data")
     receipt = _receive()
-    state = current_state()
     fault = state.take_fault(WEB_PARSE_FAULTS, user.user_id)
     parse_seconds = state.config().parse_seconds
     if fault:

@@ -56,6 +56,8 @@ EXPECTED: dict[str, dict[str, tuple[str | None, str]]] = {
     "parse_never": {"legacy": ("upload", "FILE_PARSE_TIMEOUT")},
     "parse_failed": {"web": ("upload", "could not read")},
     "parse_slow": {"web": ("upload", "FILE_PARSE_TIMEOUT")},
+    "upload_unauthorized": {"web": ("upload", ACCESS)},
+    "upload_limit": {"web": ("upload", RATE)},
     # Legacy reads the user in its refresh.
     "account_down": {"web": ("identify", SERVER), "legacy": ("refresh", SERVER)},
     "models_down": {"web": ("models", SERVER)},
