@@ -132,7 +132,8 @@ def chat_blocks(emulator) -> list[dict]:
     "part, name",
     [
         (lambda url: image_part(url + "/cat.png"), "cat.png"),
-        (lambda url: png_data_part(), "image"),
+        # A data: URL names no file: it goes up named for its type, so Kimi sees the extension.
+        (lambda url: png_data_part(), "image.png"),
     ],
     ids=["image-url", "image-data-url"],
 )
@@ -173,7 +174,7 @@ def test_a_docx_is_uploaded_with_its_bytes_intact(files_client, auth, emulator):
 def test_several_files_are_one_block_each_before_the_text(files_client, auth, emulator):
     parts = [png_data_part(), data_part(DOCX, DOCX_TYPE, "contract.docx")]
     text = answer(ask(files_client, auth, *parts))
-    assert text.endswith(f"[files: {read_note('image', PNG)}, {read_note('contract.docx', DOCX)}]")
+    assert text.endswith(f"[files: {read_note('image.png', PNG)}, {read_note('contract.docx', DOCX)}]")
     blocks = chat_blocks(emulator)
     ids = [record["id"] for record in emulator.state.web_files.snapshot()]
     assert [block["file"]["id"] for block in blocks[:-1]] == ids
@@ -195,13 +196,13 @@ def test_a_large_file_streams_up_with_its_length_declared(
 def test_a_streamed_answer_reads_the_file_too(files_client, auth, emulator):
     response = ask(files_client, auth, png_data_part(), stream=True)
     assert response.status_code == 200
-    assert read_note("image", PNG) in streamed_text(sse_events(response.get_data()))
+    assert read_note("image.png", PNG) in streamed_text(sse_events(response.get_data()))
 
 
 def test_the_same_file_twice_from_one_account_is_uploaded_once(files_client, auth, emulator):
     first = answer(ask(files_client, auth, png_data_part()))
     second = answer(ask(files_client, auth, png_data_part(), text="And now?"))
-    assert read_note("image", PNG) in first and read_note("image", PNG) in second
+    assert read_note("image.png", PNG) in first and read_note("image.png", PNG) in second
     assert len(upstream_calls(emulator, UPLOAD)) == 1
     (record,) = emulator.state.web_files.snapshot()
     assert chat_blocks(emulator)[0] == {"message_id": "", "file": {"id": record["id"]}}
@@ -212,7 +213,7 @@ def test_a_remembered_file_kimi_no_longer_has_is_sent_again(files_client, auth, 
     (first,) = emulator.state.web_files.snapshot()
     emulator.state.web_files.discard(first["id"])  # Kimi dropped the stored file
     text = answer(ask(files_client, auth, png_data_part(), text="Once more?"))
-    assert read_note("image", PNG) in text
+    assert read_note("image.png", PNG) in text
     assert len(upstream_calls(emulator, UPLOAD)) == 2
     refused, retried = [c["status"] for c in upstream_calls(emulator, CHAT)][1:]
     assert (refused, retried) == (400, 200)
@@ -272,7 +273,7 @@ def test_a_parse_slower_than_file_parse_timeout_is_a_504(make_settings, auth, em
 def test_a_kept_conversation_goes_on_after_a_turn_with_a_file(files_client, auth, emulator):
     first = ask(files_client, auth, png_data_part(), conversation_id="none")
     chat_id = first.get_json()["id"]
-    assert read_note("image", PNG) in answer(first)
+    assert read_note("image.png", PNG) in answer(first)
     messages = [
         {"role": "user", "content": "What is in it?"},
         {"role": "assistant", "content": answer(first)},
@@ -285,7 +286,7 @@ def test_a_kept_conversation_goes_on_after_a_turn_with_a_file(files_client, auth
     assert [list(block) for block in body["message"]["blocks"]] == [["message_id", "text"]]
 
     third = ask(files_client, auth, png_data_part(), text="Again?", conversation_id=chat_id)
-    assert read_note("image", PNG) in answer(third)
+    assert read_note("image.png", PNG) in answer(third)
     assert len(upstream_calls(emulator, UPLOAD)) == 1
     assert upstream_calls(emulator, CHAT)[-1]["body"]["chat_id"] == chat_id
 

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import mimetypes
+import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from typing import IO
 
+from ..errors import BadRequest
 from ..history import FileRef
 from ..settings import Settings
 from .data_url import open_data_url
@@ -35,6 +38,19 @@ DOCUMENT_TYPES = frozenset(
     }
 )
 OFFICE_PREFIX = "application/vnd.openxmlformats-officedocument."
+# Types that say nothing about the file ("some bytes"): its name's extension says more.
+GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
+# Extensions Python's built-in table lacks (it is used without the machine's mime.types, so the
+# answer is the same everywhere).
+TYPES_BY_EXTENSION = {
+    ".docx": OFFICE_PREFIX + "wordprocessingml.document",
+    ".xlsx": OFFICE_PREFIX + "spreadsheetml.sheet",
+    ".pptx": OFFICE_PREFIX + "presentationml.presentation",
+    ".md": "text/markdown",
+    ".markdown": "text/markdown",
+    ".epub": "application/epub+zip",
+}
+_BUILT_IN_TYPES = mimetypes.MimeTypes()
 
 
 def is_known_file_type(content_type: str) -> bool:
@@ -47,12 +63,45 @@ def is_known_file_type(content_type: str) -> bool:
     )
 
 
+def refined_type(content_type: str, filename: str | None) -> str:
+    """``content_type``, or when it is generic (``application/octet-stream``: plain base64 in a
+    Responses ``file_data``, a server that does not say) the type the file's name implies."""
+    if content_type not in GENERIC_TYPES or not filename:
+        return content_type
+    extension = os.path.splitext(filename)[1].lower()
+    guessed = TYPES_BY_EXTENSION.get(extension)
+    guessed = guessed or _BUILT_IN_TYPES.guess_type(filename, strict=False)[0]
+    return guessed or content_type
+
+
+def with_extension(name: str, content_type: str) -> str:
+    """``name`` with the extension of its type when it has none (a ``data:`` URL's file is
+    "image"): Kimi tells a file's kind by its name's extension too."""
+    if os.path.splitext(name)[1] or content_type in GENERIC_TYPES:
+        return name
+    extension = next((e for e, t in TYPES_BY_EXTENSION.items() if t == content_type), None)
+    extension = extension or _BUILT_IN_TYPES.guess_extension(content_type, strict=False)
+    return name + extension if extension else name
+
+
+def describe(ref: FileRef, position: tuple[int, int] | None = None) -> str:
+    """How an error names an attached file: its name, or where it is when it has none."""
+    kind = "image" if ref.kind == "image" else "file"
+    is_data = ref.url.startswith("data:")
+    label = f"Attached {kind} {ref.name!r}" if ref.filename or not is_data else f"Attached {kind}"
+    where = ["a data: URL"] if is_data else []
+    if position and position[1] > 1:
+        where.append(f"number {position[0]} of {position[1]} in the message")
+    return f"{label} ({', '.join(where)})" if where else label
+
+
 def open_sources(refs: Iterable[FileRef], settings: Settings) -> tuple[FileSource, ...]:
     """Every file opened (checked, fetched into its spool), or none left open on an error."""
+    refs = tuple(refs)
     sources: list[FileSource] = []
     try:
-        for ref in refs:
-            sources.append(FileSource(ref, settings))
+        for index, ref in enumerate(refs, 1):
+            sources.append(FileSource(ref, settings, position=(index, len(refs))))
     except BaseException:
         close_sources(sources)
         raise
@@ -73,7 +122,9 @@ class FileSource:
     again): each reads the spool from its start.
     """
 
-    def __init__(self, ref: FileRef, settings: Settings) -> None:
+    def __init__(
+        self, ref: FileRef, settings: Settings, *, position: tuple[int, int] | None = None
+    ) -> None:
         self.ref = ref
         self._spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES)
         self._digest = hashlib.sha256()
@@ -82,15 +133,21 @@ class FileSource:
                 content_type, filename = self._decode(ref.url, settings)
             else:
                 content_type, filename = self._fetch(ref.url, settings)
+        except BadRequest as exc:
+            self._spool.close()
+            _name_the_file(exc, ref, position)
+            raise
         except BaseException:
             self._spool.close()
             raise
         self.length = self._spool.tell()
         # Hashed as it was spooled: what the web upload cache knows a file by, at no extra pass.
         self.sha256 = self._digest.hexdigest()
-        self.content_type = content_type
-        self.name = ref.filename or filename or ref.name
-        self.kind = "image" if ref.kind == "image" or content_type.startswith("image/") else "file"
+        name = ref.filename or filename or ref.name
+        self.content_type = refined_type(content_type, name)
+        self.name = with_extension(name, self.content_type)
+        is_image = ref.kind == "image" or self.content_type.startswith("image/")
+        self.kind = "image" if is_image else "file"
 
     def reader(self) -> ChunkReader:
         """A file-like view of the bytes, with ``len()``."""
@@ -111,10 +168,17 @@ class FileSource:
         self.close()
 
     def _decode(self, url: str, settings: Settings) -> tuple[str, str | None]:
-        opened = open_data_url(url, settings.max_file_bytes, is_known_file_type)
+        opened = open_data_url(url, settings.max_file_bytes)
+        # Checked by the type the name implies: plain base64 arrives as application/octet-stream.
+        content_type = refined_type(opened.content_type, self.ref.filename or opened.filename)
+        if not is_known_file_type(content_type):
+            raise BadRequest(
+                f"Files of type {content_type} are not supported in a data URL.",
+                code="unsupported_file_type",
+            )
         self.charset = opened.charset
         self._write(opened.chunks())
-        return opened.content_type, opened.filename
+        return content_type, opened.filename
 
     def _fetch(self, url: str, settings: Settings) -> tuple[str, str | None]:
         limits = FetchLimits(
@@ -144,6 +208,16 @@ class FileSource:
     def _chunks(self) -> Iterator[bytes]:
         self._spool.seek(0)
         yield from iter(lambda: self._spool.read(CHUNK_SIZE), b"")
+
+
+def _name_the_file(exc: BadRequest, ref: FileRef, position: tuple[int, int] | None) -> None:
+    """Put the file ``exc`` is about first in its message, unless the message names it."""
+    if ref.filename and repr(ref.filename) in exc.message:
+        return
+    if not ref.url.startswith("data:") and repr(ref.name) in exc.message:
+        return
+    exc.message = f"{describe(ref, position)}: {exc.message}"
+    exc.args = (exc.message,)
 
 
 class ChunkReader(io.RawIOBase):
