@@ -62,8 +62,10 @@ class ChatRequest:
 
     @property
     def files(self) -> tuple[FileRef, ...]:
-        """The latest message's files: the ones sent upstream (earlier ones are only named)."""
-        return self.messages[-1].files
+        """The files of the latest turn (every message after the last assistant message, such
+        as several tool results with a screenshot each): the ones sent upstream. Earlier ones
+        are only named in the history."""
+        return tuple(file for message in self.latest_messages for file in message.files)
 
     @property
     def prompt(self) -> str:

@@ -276,3 +276,56 @@ def test_messages_search_answers_carry_the_references_and_sources(claude, model,
     else:
         text = claude.messages.create(**request).content[0].text
     assert text == expected
+
+
+# --- every file of the latest turn ---------------------------------------------------------
+
+
+def test_screenshots_in_several_tool_results_all_reach_kimi(claude, emulator):
+    """Claude Code's way: parallel tool calls, each result an image, then a question."""
+    shots = [PNG, PNG[::-1]]
+    calls = [{"type": "tool_use", "id": f"t{n}", "name": "screenshot", "input": {}} for n in (1, 2)]
+    results = [
+        {
+            "type": "tool_result",
+            "tool_use_id": f"t{n}",
+            "content": [
+                {
+                    "type": "image",
+                    "source": {"type": "base64", "media_type": "image/png", "data": b64(shot)},
+                }
+            ],
+        }
+        for n, shot in enumerate(shots, 1)
+    ]
+    tool = {"name": "screenshot", "description": "Take one", "input_schema": {"type": "object"}}
+    message = claude.messages.create(
+        model="claude-sonnet-4",
+        max_tokens=200,
+        tools=[tool],
+        messages=[
+            {"role": "user", "content": "Take two screenshots"},
+            {"role": "assistant", "content": calls},
+            {"role": "user", "content": [*results, {"type": "text", "text": "Compare them"}]},
+        ],
+    )
+    notes = ", ".join(read_note("image.png", shot) for shot in shots)
+    assert message.content[0].text.endswith(f"[files: {notes}]")
+    digests = [record["sha256"] for record in emulator.state.web_files.snapshot()]
+    assert digests == [hashlib.sha256(shot).hexdigest() for shot in shots]
+
+
+def test_files_of_consecutive_user_messages_all_reach_kimi(oai, emulator):
+    def picture(data: bytes) -> dict:
+        return {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64(data)}"}}
+
+    messages = [
+        {"role": "user", "content": "Earlier"},
+        {"role": "assistant", "content": "Yes?"},
+        {"role": "user", "content": [{"type": "text", "text": "This one"}, picture(PNG)]},
+        {"role": "user", "content": [{"type": "text", "text": "and this one"}, picture(PNG[::-1])]},
+    ]
+    text = oai.chat.completions.create(model="kimi", messages=messages).choices[0].message.content
+    assert text.endswith(
+        f"[files: {read_note('image.png', PNG)}, {read_note('image.png', PNG[::-1])}]"
+    )
