@@ -20,11 +20,11 @@ WEB_FILE_MODES = ("upload", "extract")
 COOLDOWN_SECONDS = 600.0  # how long a rate-limited or dead account rests, unless Kimi says
 MAX_FILES_PER_MESSAGE = 10
 MAX_CONCURRENT_PER_ACCOUNT = 2  # turns one server-pool account runs at once
-# A request with dead tokens stops after this many accounts, however many it names.
-MAX_ACCOUNTS_TRIED = 3
 # Seconds a turn's slot on an account outlives the turn's last sign of life (the turn renews it
 # while it runs): what a crashed worker or instance holds at most.
 LEASE_SECONDS = 300.0
+# A request with dead tokens stops after this many accounts, however many it names.
+MAX_ACCOUNTS_TRIED = 3
 # Anthropic model names (glob patterns, first match wins) and the Kimi model each one runs as.
 DEFAULT_ANTHROPIC_MODEL_MAP = (("claude-*", "kimi"),)
 
@@ -64,18 +64,18 @@ class Settings:
     file_fetch_rate_window: float = 10.0
     file_extract_timeout: float = 30.0
     file_extract_memory_mb: float = 512.0
+    file_extract_concurrency: int = 2
     reasoning_output: str = DEFAULT_REASONING_MODE
     max_streams_per_worker: int = 1000
     max_concurrent_per_account: int = MAX_CONCURRENT_PER_ACCOUNT
-    file_extract_concurrency: int = 2
     pool_wait_seconds: float = 0.0
     lease_seconds: float = LEASE_SECONDS
     max_request_mb: float = 10.0
+    request_body_timeout: float = 60.0
     max_tokens_per_header: int = 10
     token_checks_per_minute: int = 10
     allow_public_pool: bool = False
     anthropic_model_map: tuple[tuple[str, str], ...] = DEFAULT_ANTHROPIC_MODEL_MAP
-    request_body_timeout: float = 60.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -134,12 +134,12 @@ class Settings:
             file_extract_memory_mb=_number(
                 env, "FILE_EXTRACT_MEMORY_MB", cls.file_extract_memory_mb
             ),
+            file_extract_concurrency=int(
+                _number(env, "FILE_EXTRACT_CONCURRENCY", cls.file_extract_concurrency)
+            ),
             allow_private_file_urls=_flag(env, "ALLOW_PRIVATE_FILE_URLS"),
             max_streams_per_worker=int(
                 _number(env, "MAX_STREAMS_PER_WORKER", cls.max_streams_per_worker)
-            ),
-            file_extract_concurrency=int(
-                _number(env, "FILE_EXTRACT_CONCURRENCY", cls.file_extract_concurrency)
             ),
             max_concurrent_per_account=int(
                 _number(env, "KIMI_MAX_CONCURRENT_PER_ACCOUNT", cls.max_concurrent_per_account)
@@ -149,13 +149,13 @@ class Settings:
             ),
             lease_seconds=_number(env, "KIMI_LEASE_SECONDS", cls.lease_seconds),
             max_request_mb=_number(env, "MAX_REQUEST_MB", cls.max_request_mb),
+            request_body_timeout=_number(env, "REQUEST_BODY_TIMEOUT", cls.request_body_timeout),
             max_tokens_per_header=int(
                 _number(env, "MAX_TOKENS_PER_HEADER", cls.max_tokens_per_header)
             ),
             token_checks_per_minute=int(
                 _number(env, "TOKEN_CHECKS_PER_MINUTE", cls.token_checks_per_minute)
             ),
-            request_body_timeout=_number(env, "REQUEST_BODY_TIMEOUT", cls.request_body_timeout),
             anthropic_model_map=_model_map(env.get("ANTHROPIC_MODEL_MAP", "")),
             reasoning_output=parse_reasoning_mode(
                 env.get("REASONING_OUTPUT", "").strip() or None, name="REASONING_OUTPUT"
