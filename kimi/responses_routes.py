@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -49,8 +50,9 @@ def create_response() -> Response:
         def encode(events: Iterable[Any]) -> Iterator[bytes]:
             return encoder.stream(events, on_done=keep)
 
-        return stream_turn(kimi, turn, encode)
-    with turn:
+        with _previous_response_named():
+            return stream_turn(kimi, turn, encode)
+    with turn, _previous_response_named():
         reply = _collect(parsed.chat, turn)
     answer = encoder.response(reply)
     if keep is not None:
@@ -74,6 +76,18 @@ def delete_response(response_id: str) -> Response:
     _records().delete(response_id)
     _delete_chat(record, pool)
     return jsonify({"id": response_id, "object": "response.deleted", "deleted": True})
+
+
+@contextmanager
+def _previous_response_named() -> Iterator[None]:
+    """A kept chat Kimi no longer knows is the client's ``previous_response_id``: this surface
+    has no ``conversation_id`` to point at."""
+    try:
+        yield
+    except NotFound as exc:
+        if exc.param == "conversation_id":
+            exc.param = "previous_response_id"
+        raise
 
 
 def _records() -> ResponseRecords:

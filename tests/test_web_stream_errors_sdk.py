@@ -115,6 +115,20 @@ def test_a_kept_chat_kimi_no_longer_knows_is_the_sdks_not_found_error(oai, emula
         )
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_stored_response_whose_chat_kimi_lost_is_not_found_naming_previous_response_id(
+    oai, emulator, stream
+):
+    first = oai.responses.create(model="kimi", input="hi")
+    emulator.state.add_fault("error_end:not_found")
+    with pytest.raises(openai.NotFoundError) as caught:
+        oai.responses.create(
+            model="kimi", input="again", previous_response_id=first.id, stream=stream
+        )
+    assert caught.value.body["param"] == "previous_response_id"
+    assert localized("error_end:not_found") in caught.value.message
+
+
 @pytest.mark.parametrize("fault", AFTER_CONTENT)
 def test_a_chat_stream_failing_after_its_start_raises_in_the_openai_client(oai, emulator, fault):
     emulator.state.add_fault(fault)
