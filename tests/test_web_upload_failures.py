@@ -8,22 +8,26 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import tempfile
 import threading
 import time
 
 import pytest
-from flask import Flask, Response
+from flask import Flask, Request, Response
 from helpers import chat, sse_events, streamed_text, upstream_calls
 from werkzeug.serving import make_server
 
 from kimi import create_app
 from kimi.files.sources import SPOOL_IN_MEMORY_BYTES
 from kimi.settings import Settings
+from kimi_emulator import EmulatorServer
+from kimi_emulator.app import create_emulator_app
 
 CHAT = "ChatService/Chat"
 UPLOAD = "/apiv2-files/file/upload"
+PROGRESS = "/apiv2-files/kimi.gateway.file.v1.FileService/GetFileParseProgress"
 REFRESH = "RefreshToken"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
 BIG = SPOOL_IN_MEMORY_BYTES + 1024 * 1024  # spooled to a temporary file on disk
@@ -163,6 +167,50 @@ def test_a_rate_limited_upload_with_no_account_left_is_429_with_retry_after(
     assert response.status_code == 429
     assert int(response.headers["Retry-After"]) > 0
     assert response.get_json()["error"]["type"] == "rate_limit_error"
+    assert upstream_calls(emulator, CHAT) == []
+
+
+@pytest.fixture
+def kimi_refusing(emulator, make_settings):
+    """A client whose Kimi answers one file route with a given error (the emulator otherwise)."""
+    servers = []
+
+    def start(path: str, status: int, code: str, message: str):
+        app = create_emulator_app(emulator.state)
+        emulated = app.wsgi_app
+
+        def refusing(environ, start_response):
+            if environ["PATH_INFO"] != path:
+                return emulated(environ, start_response)
+            Request(environ).get_data()  # the upload read, as a server does before answering
+            answer = Response(json.dumps({"code": code, "message": message}), status)
+            return answer(environ, start_response)
+
+        app.wsgi_app = refusing
+        server = EmulatorServer(emulator.state, app=app).start()
+        servers.append(server)
+        settings = make_settings(base_url=server.url, auth_url=server.url)
+        return create_app(settings).test_client()
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    "path, status, code",
+    [(UPLOAD, 404, "not_found"), (PROGRESS, 403, "permission_denied"), (UPLOAD, 500, "internal")],
+    ids=["upload-route-gone", "progress-forbidden", "upload-server-error"],
+)
+def test_a_refused_file_call_is_a_502_naming_the_file_never_a_404_about_a_conversation(
+    kimi_refusing, account, emulator, path, status, code
+):
+    client = kimi_refusing(path, status, code, "kimi says no")
+    response = ask(client, bearer(account), named_file(data_url(PNG), "cat.png"))
+    assert response.status_code == 502
+    error = response.get_json()["error"]
+    assert error["param"] is None and "conversation" not in error["message"]
+    assert "cat.png" in error["message"] and "kimi says no" in error["message"]
     assert upstream_calls(emulator, CHAT) == []
 
 
