@@ -158,3 +158,21 @@ def sent_prompt(emulator, protocol: str) -> str:
         body = upstream_calls(emulator, "ChatService/Chat")[-1]["body"]
         return body["message"]["blocks"][0]["text"]["content"]
     return upstream_calls(emulator, "/completion/stream")[-1]["body"]["messages"][0]["content"]
+
+
+def refusing_route(app, path: str, status: int, code: str, message: str) -> None:
+    """Make the emulator ``app`` answer ``path`` with a Connect error (``status``, ``code``,
+    ``message``) after reading the request, as if Kimi's route had changed or failed; every
+    other route is the emulator's."""
+    from werkzeug.wrappers import Request, Response
+
+    emulated = app.wsgi_app
+
+    def refusing(environ, start_response):
+        if environ["PATH_INFO"] != path:
+            return emulated(environ, start_response)
+        Request(environ).get_data()  # read the body, as a server does before answering
+        answer = Response(json.dumps({"code": code, "message": message}), status)
+        return answer(environ, start_response)
+
+    app.wsgi_app = refusing

@@ -4,8 +4,11 @@ error body before the answer starts, an in-stream error after it, never a silent
 from __future__ import annotations
 
 import pytest
-from helpers import chat, sse_events, streamed_text, upstream_calls
+from helpers import chat, refusing_route, sse_events, streamed_text, upstream_calls
 
+from kimi import create_app
+from kimi_emulator import EmulatorServer
+from kimi_emulator.app import create_emulator_app
 from kimi_emulator.stream_failures import ERROR_KINDS
 
 # fault kind -> (status, OpenAI error type) when the error comes before any answer text
@@ -56,6 +59,33 @@ def test_a_kept_chat_kimi_no_longer_knows_is_404(client, auth, emulator, kind):
     first = chat(client, auth, conversation_id="none").get_json()
     emulator.state.add_fault(f"error_end:{kind}:after_done")
     response = chat(client, auth, content="again", conversation_id=first["id"])
+    assert response.status_code == 404
+    assert error_of(response)["param"] == "conversation_id"
+
+
+@pytest.fixture
+def chat_route_refusing(emulator, make_settings):
+    """A client whose Kimi answers the Chat call with an HTTP 404 ``not_found``."""
+    app = create_emulator_app(emulator.state)
+    refusing_route(app, "/apiv2/kimi.gateway.chat.v1.ChatService/Chat", 404, "not_found", "gone")
+    with EmulatorServer(emulator.state, app=app) as server:
+        yield create_app(make_settings(base_url=server.url, auth_url=server.url)).test_client()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_one_shot_turn_refused_with_http_404_is_a_502_not_an_unknown_conversation(
+    chat_route_refusing, auth, stream
+):
+    response = chat(chat_route_refusing, auth, stream=stream)
+    assert response.status_code == 502
+    error = error_of(response)
+    assert (error["code"], error["param"]) == ("kimi_not_found", None)
+    assert "gone" in error["message"] and "conversation" not in error["message"]
+
+
+def test_a_kept_chat_refused_with_http_404_is_still_404(client, chat_route_refusing, auth):
+    first = chat(client, auth, conversation_id="none").get_json()
+    response = chat(chat_route_refusing, auth, content="again", conversation_id=first["id"])
     assert response.status_code == 404
     assert error_of(response)["param"] == "conversation_id"
 

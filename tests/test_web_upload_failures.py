@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 import tempfile
 import threading
 import time
 
 import pytest
-from flask import Flask, Request, Response
-from helpers import chat, sse_events, streamed_text, upstream_calls
+from flask import Flask, Response
+from helpers import chat, refusing_route, sse_events, streamed_text, upstream_calls
 from werkzeug.serving import make_server
 
 from kimi import create_app
@@ -177,16 +176,7 @@ def kimi_refusing(emulator, make_settings):
 
     def start(path: str, status: int, code: str, message: str):
         app = create_emulator_app(emulator.state)
-        emulated = app.wsgi_app
-
-        def refusing(environ, start_response):
-            if environ["PATH_INFO"] != path:
-                return emulated(environ, start_response)
-            Request(environ).get_data()  # the upload read, as a server does before answering
-            answer = Response(json.dumps({"code": code, "message": message}), status)
-            return answer(environ, start_response)
-
-        app.wsgi_app = refusing
+        refusing_route(app, path, status, code, message)
         server = EmulatorServer(emulator.state, app=app).start()
         servers.append(server)
         settings = make_settings(base_url=server.url, auth_url=server.url)

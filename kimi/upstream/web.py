@@ -162,7 +162,15 @@ class WebUpstream:
         return list(STATIC_MODELS)
 
     def _read_stream(self, response: requests.Response, target: TurnTarget) -> Iterator[Event]:
-        raise_for_status(response, self.settings.cooldown_seconds)
+        try:
+            raise_for_status(response, self.settings.cooldown_seconds)
+        except NotFound as exc:
+            if target.chat_id:
+                raise
+            # A one-shot turn names no chat to be "not found": Kimi refused the turn (its route
+            # moved, say), as an error frame saying so would (web_errors.stream_error).
+            said = exc.message.partition(": ")[2] or exc.message
+            raise UpstreamError(f"Kimi refused the turn: {said}", code="kimi_not_found") from exc
         content_type = response.headers.get("Content-Type", "")
         if not content_type.startswith("application/connect"):
             raise UpstreamError(
