@@ -232,7 +232,7 @@ def test_a_file_that_cannot_be_used_is_a_400_naming_it(
     assert response.status_code == 400
     error = response.get_json()["error"]
     assert error["code"] == code
-    assert named in error["message"] and "number 2 of 2 in the message" in error["message"]
+    assert named in error["message"] and "number 2 of the 2 attached" in error["message"]
     assert upstream_calls(emulator, UPLOAD) == [] and upstream_calls(emulator, CHAT) == []
 
 

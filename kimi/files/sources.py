@@ -91,7 +91,7 @@ def describe(ref: FileRef, position: tuple[int, int] | None = None) -> str:
     label = f"Attached {kind} {ref.name!r}" if ref.filename or not is_data else f"Attached {kind}"
     where = ["a data: URL"] if is_data else []
     if position and position[1] > 1:
-        where.append(f"number {position[0]} of {position[1]} in the message")
+        where.append(f"number {position[0]} of the {position[1]} attached")
     return f"{label} ({', '.join(where)})" if where else label
 
 
