@@ -152,6 +152,15 @@ def test_an_image_is_uploaded_and_read_by_kimi(
     assert text_block["text"]["content"].startswith("What is in it?")
 
 
+def test_an_image_jpg_data_url_goes_up_as_jpeg(files_client, auth, emulator):
+    """image/jpg is not a registered type, but clients send it for JPEG."""
+    jpeg = b"\xff\xd8\xff\xe0" + bytes(range(256))
+    url = "data:image/jpg;base64," + base64.b64encode(jpeg).decode()
+    assert read_note("image.jpg", jpeg) in answer(ask(files_client, auth, image_part(url)))
+    (record,) = emulator.state.web_files.snapshot()
+    assert (record["name"], record["content_type"]) == ("image.jpg", "image/jpeg")
+
+
 def test_a_scanned_pdf_is_read_by_kimi_not_refused_here(
     files_client, auth, emulator, source_server
 ):
@@ -174,7 +183,9 @@ def test_a_docx_is_uploaded_with_its_bytes_intact(files_client, auth, emulator):
 def test_several_files_are_one_block_each_before_the_text(files_client, auth, emulator):
     parts = [png_data_part(), data_part(DOCX, DOCX_TYPE, "contract.docx")]
     text = answer(ask(files_client, auth, *parts))
-    assert text.endswith(f"[files: {read_note('image.png', PNG)}, {read_note('contract.docx', DOCX)}]")
+    assert text.endswith(
+        f"[files: {read_note('image.png', PNG)}, {read_note('contract.docx', DOCX)}]"
+    )
     blocks = chat_blocks(emulator)
     ids = [record["id"] for record in emulator.state.web_files.snapshot()]
     assert [block["file"]["id"] for block in blocks[:-1]] == ids

@@ -50,6 +50,8 @@ TYPES_BY_EXTENSION = {
     ".markdown": "text/markdown",
     ".epub": "application/epub+zip",
 }
+# Names clients use for common types that are not the registered ones.
+TYPE_ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg", "image/x-png": "image/png"}
 _BUILT_IN_TYPES = mimetypes.MimeTypes()
 
 
@@ -64,8 +66,10 @@ def is_known_file_type(content_type: str) -> bool:
 
 
 def refined_type(content_type: str, filename: str | None) -> str:
-    """``content_type``, or when it is generic (``application/octet-stream``: plain base64 in a
-    Responses ``file_data``, a server that does not say) the type the file's name implies."""
+    """``content_type`` by its registered name (``image/jpg`` is ``image/jpeg``), or when it is
+    generic (``application/octet-stream``: plain base64 in a Responses ``file_data``, a server
+    that does not say) the type the file's name implies."""
+    content_type = TYPE_ALIASES.get(content_type, content_type)
     if content_type not in GENERIC_TYPES or not filename:
         return content_type
     extension = os.path.splitext(filename)[1].lower()
