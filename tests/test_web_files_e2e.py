@@ -232,6 +232,23 @@ def test_a_remembered_file_kimi_no_longer_has_is_sent_again(files_client, auth, 
     assert chat_blocks(emulator)[0]["file"]["id"] == second["id"] != first["id"]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_remembered_file_refused_inside_the_stream_is_sent_again_in_a_new_chat(
+    files_client, auth, emulator, stream
+):
+    """Kimi may open the chat before it refuses the turn (an error frame, not an HTTP error)."""
+    answer(ask(files_client, auth, png_data_part()))
+    emulator.state.add_fault("error_end:invalid_argument")
+    response = ask(files_client, auth, png_data_part(), text="Once more?", stream=stream)
+    assert response.status_code == 200
+    text = streamed_text(sse_events(response.get_data())) if stream else answer(response)
+    assert read_note("image.png", PNG) in text
+    assert len(upstream_calls(emulator, UPLOAD)) == 2
+    assert len(upstream_calls(emulator, CHAT)) == 3
+    chats = emulator.state.chats()
+    assert len(chats) == 3 and all(chat["deleted"] for chat in chats.values())
+
+
 def test_a_refused_turn_with_files_just_sent_is_not_sent_again(files_client, auth, emulator):
     emulator.state.add_fault("server_error")
     assert ask(files_client, auth, png_data_part()).status_code == 502

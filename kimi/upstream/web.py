@@ -9,8 +9,8 @@ from typing import Any
 
 import requests
 
-from ..errors import BadRequest, NotFound, UpstreamCut, UpstreamError
-from ..events import Event
+from ..errors import BadRequest, KimiError, NotFound, UpstreamCut, UpstreamError
+from ..events import ChatOpened, Event, ReplyStarted
 from ..files.documents import read_documents
 from ..files.sources import close_sources, open_sources
 from ..history import FileRef, flatten_history
@@ -110,22 +110,36 @@ class WebUpstream:
         # Uploaded for this account (the turn may be retried on another): ids, not text.
         files = self.uploader.file_ids(session, target.files)
         text_target = replace(target, files=())
-        started = False
+        started = False  # some of the answer reached the caller: no second try then
+        opened: str | None = None  # the chat Kimi opened for this attempt
         try:
             for event in self._chat(session, chat_body(text_target, files.ids), target):
-                started = True
+                if isinstance(event, ChatOpened):
+                    opened = event.chat_id
+                elif not isinstance(event, ReplyStarted):
+                    started = True
                 yield event
         except REFUSALS as exc:
             # A remembered file id that Kimi no longer knows must not fail every later turn too:
-            # forget the files and send them again, once.
+            # forget the files and send them again, once. Kimi may say so before the chat
+            # opens (an HTTP error) or in the stream after it (an error frame).
             if started or type(exc) not in REFUSALS or not files.remembered:
                 raise
             log.warning(
                 "Kimi refused a turn naming remembered files (%s); sending them again", exc.code
             )
+            if opened and not target.chat_id:
+                self._drop_refused_chat(session, opened)
             self.uploader.forget(session, target.files)
             files = self.uploader.file_ids(session, target.files)
             yield from self._chat(session, chat_body(text_target, files.ids), target)
+
+    def _drop_refused_chat(self, session: Session, chat_id: str) -> None:
+        """Delete the new chat of a refused attempt: the retry opens another one."""
+        try:
+            self.delete_chat(session, chat_id)
+        except KimiError as exc:
+            log.warning("Could not delete the chat of a refused turn: %s", exc.message)
 
     def _chat(self, session: Session, body: dict[str, Any], target: TurnTarget) -> Iterator[Event]:
         with translate_transport_errors("streaming the answer"):
