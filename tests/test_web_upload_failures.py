@@ -1,15 +1,14 @@
 """Files under the web protocol when things go wrong, as a user meets them: the upload refused
 (an expired token, a rate limit), a file that cannot be used, a turn failing after its chat
 opened; and the upload cache (per account, expiring, off, in Redis). Every failure is a clear
-OpenAI error naming the file where a file is the cause, no one-shot chat stays on the account
-and no spooled file stays open."""
+OpenAI error naming the file where a file is the cause, and no one-shot chat stays on the
+account (test_web_uploads_gunicorn.py checks that no spooled file stays open)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import os
-import tempfile
 import threading
 import time
 
@@ -93,21 +92,6 @@ def warm_up(client, headers, emulator) -> None:
     """One text turn, so the account's access token is cached (as on a running service)."""
     assert chat(client, headers).status_code == 200
     emulator.state.clear_calls()
-
-
-def open_temporary_files() -> list[str]:
-    """This process's open files in the temporary folder (spools are unlinked: "(deleted)")."""
-    found = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:  # closed between the listing and the read
-            continue
-        if target.startswith(tempfile.gettempdir()) and not target.endswith(
-            (".db", "-wal", "-shm")
-        ):
-            found.append(target)
-    return found
 
 
 # --- the upload call refused ----------------------------------------------------------------
@@ -260,26 +244,6 @@ def test_a_one_shot_turn_with_a_file_that_fails_after_its_chat_opened_leaves_no_
     assert len(upstream_calls(emulator, UPLOAD)) == 1
     chats = emulator.state.chats()
     assert chats and all(chat["deleted"] for chat in chats.values())
-
-
-def test_many_failing_turns_with_large_files_leave_no_temporary_file_open(
-    make_settings, new_account, emulator, big_source
-):
-    client = create_app(
-        make_settings(allow_private_file_urls=True, file_parse_timeout=0.3)
-    ).test_client()
-    part = {"type": "file", "file_url": {"url": big_source}}
-    before = open_temporary_files()
-    faults = ["parse_failed", "parse_slow", "upload_limit", "upload_unauthorized"]
-    faults += ["error_end:unknown", "error_end:unknown:after_text", "exception:moderation"]
-    for fault in faults:
-        for stream in (False, True):
-            emulator.state.add_fault(fault, seconds=5)
-            response = ask(client, bearer(new_account()), part, stream=stream)
-            response.get_data()
-            response.close()
-    assert len(upstream_calls(emulator, UPLOAD)) == 2 * len(faults)
-    assert open_temporary_files() == before
 
 
 # --- the upload cache -----------------------------------------------------------------------
