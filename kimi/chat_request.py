@@ -33,10 +33,20 @@ class ChatRequest:
     response_format: ResponseFormat | None = None
     sampling: Sampling = Sampling()
     reasoning_mode: str = DEFAULT_REASONING_MODE
+    # The client sees the Kimi chat's id in its answer (chat completions: each chunk's id);
+    # the Responses surface shows its own ids instead.
+    shows_chat_id: bool = True
 
     @property
     def model(self) -> str:
         return self.options.name
+
+    @property
+    def keeps_unfinished_chat(self) -> bool:
+        """Whether a new kept chat stays on the account when its answer fails after it started:
+        only when the client was given the chat's id to go on with (a chat completions stream).
+        Any other such chat could never be reached again."""
+        return self.keep_chat and self.stream and self.shows_chat_id
 
     @property
     def instructions(self) -> Message | None:

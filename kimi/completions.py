@@ -252,6 +252,7 @@ class TurnStream:
         self.conversation_id = target.chat_id
         events = self.upstream.stream_turn(session, target)
         one_shot = not target.chat_id and not self.request.keep_chat
+        failed = False
         try:
             for event in self._content(events, credential):
                 if not isinstance(event, ChatOpened) and not self._content_sent:
@@ -264,10 +265,14 @@ class TurnStream:
                         credential, session, self.conversation_id, self._reply_id, one_shot
                     )
                 yield event
+        except Exception:  # not GeneratorExit: a stage that ended the answer early is no failure
+            failed = True
+            raise
         finally:
             events.close()
             # A new chat the client never learned of (or a one-shot one) goes now.
-            unknown = not target.chat_id and not self._content_sent
+            shown = self._content_sent and (not failed or self.request.keeps_unfinished_chat)
+            unknown = not target.chat_id and not shown
             if self._chat is None and self.conversation_id and (one_shot or unknown):
                 self._delete_chat(credential, session, self.conversation_id)
 

@@ -128,6 +128,7 @@ def parse_responses_request(
         response_format=_text_format(body.get("text")),
         sampling=Sampling(max_tokens=max_output_tokens),
         reasoning_mode=options.reasoning_mode or REASONING_CONTENT,
+        shows_chat_id=False,  # a response id stands for it, recorded only when it completes
     )
     echo = {
         "instructions": instructions[0].content if instructions else None,

@@ -153,3 +153,53 @@ def test_an_error_frame_after_answer_text_fails_a_non_stream_request(
     response = chat(client, auth)
     assert response.status_code == status
     assert localized(kind) in error_of(response)["message"]
+
+
+# --- the chat of a failed turn ----------------------------------------------------------------
+
+
+def live_chats(emulator) -> list[str]:
+    return [chat_id for chat_id, chat in emulator.state.chats().items() if not chat["deleted"]]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_stored_response_that_fails_after_its_start_leaves_no_chat(
+    client, auth, emulator, stream
+):
+    """Only a completed response is recorded: its chat could never be reached again."""
+    emulator.state.add_fault("error_end:unknown:after_text")
+    response = client.post(
+        "/v1/responses", headers=auth, json={"model": "kimi", "input": "hi", "stream": stream}
+    )
+    body = response.get_data(as_text=True)
+    assert ("response.failed" in body) if stream else response.status_code == 502
+    assert len(chat_calls(emulator)) == 1
+    assert live_chats(emulator) == []
+
+
+def test_a_stored_response_cut_by_max_output_tokens_keeps_its_chat_to_go_on_with(
+    client, auth, emulator
+):
+    body = {"model": "kimi", "input": "hi", "max_output_tokens": 2}
+    first = client.post("/v1/responses", headers=auth, json=body).get_json()
+    assert first["status"] == "incomplete"
+    assert len(live_chats(emulator)) == 1
+    follow = {"model": "kimi", "input": "go on", "previous_response_id": first["id"]}
+    assert client.post("/v1/responses", headers=auth, json=follow).status_code == 200
+
+
+def test_a_kept_chat_failing_in_a_non_stream_answer_is_deleted(client, auth, emulator):
+    """The error carries no id: the client could never go on with that chat."""
+    emulator.state.add_fault("error_end:unknown:after_text")
+    assert chat(client, auth, conversation_id="none").status_code == 502
+    assert live_chats(emulator) == []
+
+
+def test_a_kept_chat_failing_in_a_stream_stays_for_the_client_to_go_on_with(client, auth, emulator):
+    """Every chunk before the error carried the chat's id."""
+    emulator.state.add_fault("error_end:unknown:after_text")
+    events = sse_events(chat(client, auth, conversation_id="none", stream=True).get_data())
+    chat_id = events[0]["id"]
+    assert live_chats(emulator) == [chat_id]
+    again = chat(client, auth, content="again", conversation_id=chat_id)
+    assert again.status_code == 200
