@@ -5,6 +5,7 @@ at every offset, both against a real loopback HTTP server."""
 from __future__ import annotations
 
 import gzip
+import http.client
 import re
 import socket
 import threading
@@ -15,7 +16,11 @@ import requests
 
 from kimi.errors import UpstreamCut, UpstreamTimeout
 from kimi.upstream.chunked import ChunkedDecoder, ChunkedError
-from kimi.upstream.http import make_http_session, translate_transport_errors
+from kimi.upstream.http import (
+    ONE_WRITE_BODY_LIMIT,
+    make_http_session,
+    translate_transport_errors,
+)
 
 PIECES = [b"data: one\n\n", b"x" * 300, "data: \u4f60\u597d\n\n".encode(), b"\r\n"]
 BODY = (
@@ -206,3 +211,24 @@ def test_a_ca_bundle_named_in_the_environment_is_used_without_reading_it_per_cal
     session = make_http_session()
     assert session.verify == "/etc/ssl/certs/bundle.pem"
     assert session.trust_env is False
+
+
+def test_a_small_body_leaves_with_the_request_head_and_a_large_one_arrives_whole(
+    serve, monkeypatch
+):
+    writes: list[bytes] = []
+    send = http.client.HTTPConnection.send
+
+    def recording_send(self, data):
+        writes.append(bytes(data))
+        return send(self, data)
+
+    monkeypatch.setattr(http.client.HTTPConnection, "send", recording_send)
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    server = serve([ok], [ok])
+    session = make_http_session()
+    session.post(server.url + "/small", json={"chat_id": "c1"})
+    assert len(writes) == 1 and writes[0].endswith(b'\r\n\r\n{"chat_id": "c1"}')
+    large = b"x" * (ONE_WRITE_BODY_LIMIT + 1)
+    session.post(server.url + "/large", data=large)
+    assert server.requests[1].endswith(b"\r\n\r\n" + large)
