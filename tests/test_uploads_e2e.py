@@ -8,10 +8,12 @@ import threading
 
 import pytest
 from flask import Flask, Response
-from helpers import chat, upstream_calls, wait_until
+from helpers import chat, refusing_route, upstream_calls, wait_until
 from werkzeug.serving import make_server
 
 from kimi import create_app
+from kimi_emulator import EmulatorServer
+from kimi_emulator.app import create_emulator_app
 
 PDF_BYTES = b"%PDF-1.4 pretend document " + bytes(range(256)) * 40
 BIG = 12 * 1024 * 1024  # larger than the in-memory spool, so unknown lengths spool to disk
@@ -159,9 +161,36 @@ def test_a_refused_upload_is_an_error_and_the_chat_is_cleaned_up(
 ):
     emulator.state.add_fault("upload_forbidden")
     response = ask(upload_client, auth, file_part(source_server + "/report.pdf"))
-    assert response.status_code >= 400
+    assert response.status_code == 502
+    assert "report.pdf" in response.get_json()["error"]["message"]
     assert upstream_calls(emulator, "/completion/stream") == []
     assert wait_until(lambda: all(c["deleted"] for c in emulator.state.chats().values()))
+
+
+@pytest.mark.parametrize(
+    "path, status, code",
+    [("/api/pre-sign-url", 404, "not_found"), ("/api/file", 403, "chat.forbidden")],
+    ids=["presign-route-gone", "register-forbidden"],
+)
+def test_a_refused_file_call_is_a_502_naming_the_file_not_an_unknown_conversation(
+    make_settings, auth, emulator, source_server, path, status, code
+):
+    app = create_emulator_app(emulator.state)
+    refusing_route(app, path, status, code, "kimi says no")
+    server = EmulatorServer(emulator.state, app=app).start()
+    try:
+        settings = make_settings(
+            base_url=server.url, auth_url=server.url, allow_private_file_urls=True
+        )
+        client = create_app(settings).test_client()
+        response = ask(client, auth, file_part(source_server + "/report.pdf"))
+    finally:
+        server.stop()
+    assert response.status_code == 502
+    error = response.get_json()["error"]
+    assert error["code"] == "file_upload_failed" and error["param"] is None
+    assert "report.pdf" in error["message"] and "kimi says no" in error["message"]
+    assert upstream_calls(emulator, "/completion/stream") == []
 
 
 @pytest.mark.parametrize(

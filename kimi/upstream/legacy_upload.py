@@ -15,6 +15,7 @@ from ..errors import UpstreamError
 from ..files.sources import FileSource
 from ..settings import Settings
 from .base import Session
+from .file_errors import about_file
 from .http import raise_for_status, translate_transport_errors
 from .parse_wait import poll_until_ready
 
@@ -38,18 +39,20 @@ class LegacyUploader:
 
     def upload(self, session: Session, chat_id: str, source: FileSource) -> dict[str, Any]:
         """The registered file object, ready to be cited (its ``id`` goes into ``refs``)."""
-        signed = self.request(
-            "POST",
-            PRESIGN_PATH,
-            session,
-            f"preparing the upload of {source.name}",
-            json={"action": source.kind, "name": source.name},
-        )
-        self._put(signed, source)
-        registration = _registration(signed, source, chat_id)
-        registered = self._wait_until_ready(session, registration, source.name)
-        if source.kind == "file":
-            self._wait_until_parsed(session, registered["id"], source.name)
+        with about_file(source.name, "uploading"):
+            signed = self.request(
+                "POST",
+                PRESIGN_PATH,
+                session,
+                f"preparing the upload of {source.name}",
+                json={"action": source.kind, "name": source.name},
+            )
+            self._put(signed, source)
+            registration = _registration(signed, source, chat_id)
+        with about_file(source.name, "waiting for Kimi to read"):
+            registered = self._wait_until_ready(session, registration, source.name)
+            if source.kind == "file":
+                self._wait_until_parsed(session, registered["id"], source.name)
         return registered
 
     def _put(self, signed: dict[str, Any], source: FileSource) -> None:

@@ -15,24 +15,20 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import requests
 
 from ..errors import (
-    KimiError,
-    RateLimited,
-    UpstreamAuthRejected,
     UpstreamError,
-    UpstreamTimeout,
 )
 from ..files.fetch import CHUNK_SIZE
 from ..files.sources import ChunkReader, FileSource
 from ..settings import Settings
 from ..store import StateStore
 from .base import Session
+from .file_errors import about_file
 from .http import json_body, translate_transport_errors
 from .parse_wait import POLL_SECONDS, poll_until_ready
 
@@ -44,8 +40,6 @@ UPLOAD_FIELD = "file"
 PARSE_SUCCESS = "PROCESS_STATUS_SUCCESS"
 PARSE_FAILED = "PROCESS_STATUS_FAILED"
 CACHE_KEY_PREFIX = "webfile:"
-# Errors the turn acts on as they are: a refresh and another try, another account.
-ACCOUNT_ERRORS = (UpstreamAuthRejected, RateLimited)
 
 # (session, content type) -> the headers of an authenticated call
 Headers = Callable[[Session, str], dict[str, str]]
@@ -149,28 +143,6 @@ class WebUploader:
             )
         answer = json_body(response, what, self.settings.cooldown_seconds)
         return progress_status(answer, file_id)
-
-
-@contextmanager
-def about_file(name: str, doing: str) -> Iterator[None]:
-    """Kimi's refusals of a file call, named for the file. A 404 or 403 there (a moved route, a
-    file Kimi lost) is a 502 ``file_upload_failed``: it is no conversation the client named."""
-    try:
-        yield
-    except ACCOUNT_ERRORS:
-        raise
-    except (UpstreamError, UpstreamTimeout) as exc:
-        if name not in exc.message:
-            exc.message = f"{exc.message.rstrip('.')}, while {doing} {name}."
-            exc.args = (exc.message,)
-        raise
-    except KimiError as exc:
-        # The service's reading ("does not know this conversation") is wrong here: keep only
-        # Kimi's own words, which follow it.
-        said = exc.message.partition(": ")[2] or exc.message
-        raise UpstreamError(
-            f"Kimi refused {doing} {name}: {said}", code="file_upload_failed"
-        ) from exc
 
 
 def progress_status(answer: dict[str, Any], file_id: str) -> str:
