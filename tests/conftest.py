@@ -13,6 +13,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import anthropic
+import openai
 import pytest
 import redis
 from helpers import ROOT, free_port, procfile_command, wait_until_serving
@@ -154,6 +156,22 @@ class LiveServer:
 def live_server(app) -> Iterator[LiveServer]:
     with LiveServer(app) as server:
         yield server
+
+
+@pytest.fixture
+def oai(live_server, account) -> openai.OpenAI:
+    """The openai SDK against the service in a live server, with the account's token as key."""
+    return openai.OpenAI(
+        base_url=live_server.url + "/v1", api_key=account.refresh_token, max_retries=0, timeout=20
+    )
+
+
+@pytest.fixture
+def claude(live_server, account) -> anthropic.Anthropic:
+    """The anthropic SDK against the service in a live server, with the account's token."""
+    return anthropic.Anthropic(
+        base_url=live_server.url, api_key=account.refresh_token, max_retries=0, timeout=20
+    )
 
 
 @pytest.fixture

@@ -45,20 +45,6 @@ def quick_parse(emulator):
     emulator.state.configure(parse_seconds=0.0)
 
 
-@pytest.fixture
-def oai(live_server, account) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=live_server.url + "/v1", api_key=account.refresh_token, max_retries=0, timeout=20
-    )
-
-
-@pytest.fixture
-def claude(live_server, account) -> anthropic.Anthropic:
-    return anthropic.Anthropic(
-        base_url=live_server.url, api_key=account.refresh_token, max_retries=0, timeout=20
-    )
-
-
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 

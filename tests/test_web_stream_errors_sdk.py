@@ -33,20 +33,6 @@ AFTER_CONTENT += ["error_end:rate_limited:after_text", "exception:unknown:after_
 DOORS = ["chat", "responses", "messages"]
 
 
-@pytest.fixture
-def oai(live_server, account) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=live_server.url + "/v1", api_key=account.refresh_token, max_retries=0, timeout=20
-    )
-
-
-@pytest.fixture
-def claude(live_server, account) -> anthropic.Anthropic:
-    return anthropic.Anthropic(
-        base_url=live_server.url, api_key=account.refresh_token, max_retries=0, timeout=20
-    )
-
-
 def localized(fault: str) -> str:
     kind, name = fault.split(":")[:2]
     return (ERROR_KINDS if kind == "error_end" else EXCEPTION_KINDS)[name][2]
