@@ -9,10 +9,12 @@ tested with input split at every offset).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import requests
 from urllib3.exceptions import ReadTimeoutError
+
+from .green_reads import socket_reads
 
 READ_SIZE = 64 * 1024
 MAX_LINE = 4096  # a chunk-size or trailer line longer than this is not HTTP
@@ -128,15 +130,22 @@ def iter_chunked(response: requests.Response) -> Iterator[bytes]:
     back to the pool when the body was read to its end."""
     raw = response.raw
     fp = raw._fp.fp  # the connection's buffered reader, as urllib3's read_chunked uses it
+    # Under gevent the socket is read directly, without a gevent Timeout per read.
+    reads = socket_reads(fp)
+    read = reads.read if reads else fp.read1
     decoder = ChunkedDecoder()
-    while not decoder.done:
-        data = _read(fp, raw)
-        try:
-            payload = decoder.feed(data)
-        except ChunkedError as exc:
-            raise requests.exceptions.ChunkedEncodingError(str(exc)) from exc
-        if payload:
-            yield payload
+    try:
+        while not decoder.done:
+            data = _read(read, raw)
+            try:
+                payload = decoder.feed(data)
+            except ChunkedError as exc:
+                raise requests.exceptions.ChunkedEncodingError(str(exc)) from exc
+            if payload:
+                yield payload
+    finally:
+        if reads:
+            reads.close()
     response._content_consumed = True  # requests then releases the connection instead of closing
     if decoder.extra:
         raw.close()  # bytes after the end: the connection is in no state to be reused
@@ -145,9 +154,9 @@ def iter_chunked(response: requests.Response) -> Iterator[bytes]:
     raw.release_conn()
 
 
-def _read(fp, raw) -> bytes:
+def _read(read: Callable[[int], bytes], raw) -> bytes:
     try:
-        data = fp.read1(READ_SIZE)
+        data = read(READ_SIZE)
     except TimeoutError as exc:
         raise requests.exceptions.ConnectionError(
             ReadTimeoutError(raw._pool, None, "Read timed out.")
