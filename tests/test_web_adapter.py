@@ -261,6 +261,23 @@ def test_http_failure_maps_to_the_service_error(upstream, mocked, status, error_
         )
 
 
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({}, "Kimi failed: HTTP 502"),
+        ({"code": "internal", "message": "backend down"}, "Kimi failed: backend down (HTTP 502)"),
+    ],
+    ids=["no-message", "kimi-message"],
+)
+def test_a_server_failure_says_the_status_once(upstream, mocked, body, message):
+    mocked.add(responses.POST, CHAT_URL, status=502, json=body)
+    with pytest.raises(UpstreamError) as caught:
+        list(
+            upstream.stream_turn(SESSION, TurnTarget((Message("user", "hi"),), parse_model("kimi")))
+        )
+    assert caught.value.message == message
+
+
 def test_429_retry_after_header_is_kept(upstream, mocked):
     mocked.add(responses.POST, CHAT_URL, status=429, json={}, headers={"Retry-After": "30"})
     with pytest.raises(RateLimited) as caught:

@@ -284,7 +284,10 @@ def error_for(status: int | None, code: str, message: str, retry_after: float) -
         return NotFound(f"Kimi does not know this conversation: {message}", param="conversation_id")
     if status == 504 or code == "deadline_exceeded":
         return UpstreamTimeout(f"Kimi timed out: {message}")
-    return UpstreamError(f"Kimi failed: {message}" + (f" (HTTP {status})" if status else ""))
+    said = f"HTTP {status}" if status else ""
+    if said and said not in message:
+        message = f"{message} ({said})"
+    return UpstreamError(f"Kimi failed: {message}")
 
 
 def retry_after_seconds(response: requests.Response, default: float) -> float:
