@@ -62,7 +62,9 @@ def post_worker_init(worker):
     signal.signal(signal.SIGTERM, handle_exit)
 
 
-# The metrics folder this master made (and removes at exit), when the operator named none.
+# The metrics folder this master made (and removes at exit), when the operator named none:
+# METRICS_DIR_PREFIX, the master's pid, a dash and a random part.
+METRICS_DIR_PREFIX = "kimi-metrics-"
 _private_metrics_dir = None
 
 
@@ -73,8 +75,33 @@ def on_starting(server):
     global _private_metrics_dir
     if not os.environ.get(METRICS_DIR_ENV):
         tmpfs = HEARTBEAT_DIR if os.access(HEARTBEAT_DIR, os.W_OK) else None
-        _private_metrics_dir = tempfile.mkdtemp(prefix="kimi-metrics-", dir=tmpfs)
+        parent = tmpfs or tempfile.gettempdir()
+        _remove_dead_masters_metrics(parent)
+        prefix = f"{METRICS_DIR_PREFIX}{os.getpid()}-"
+        _private_metrics_dir = tempfile.mkdtemp(prefix=prefix, dir=parent)
         os.environ[METRICS_DIR_ENV] = _private_metrics_dir
+
+
+def _remove_dead_masters_metrics(parent):
+    """A master killed with SIGKILL never ran on_exit: drop the folders of masters (of this
+    user) that are gone, so that restarts under a supervisor do not pile them up in memory."""
+    for entry in os.scandir(parent):
+        name = entry.name
+        if not (name.startswith(METRICS_DIR_PREFIX) and entry.is_dir(follow_symlinks=False)):
+            continue
+        pid = name[len(METRICS_DIR_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and entry.stat().st_uid == os.getuid() and not _alive(int(pid)):
+            shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
 
 
 def child_exit(server, worker):

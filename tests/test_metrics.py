@@ -5,7 +5,11 @@ time; and under a real gunicorn with two workers, one sum over both.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
@@ -111,3 +115,30 @@ def test_under_gunicorn_metrics_sum_both_workers(gunicorn_server):
 
     listed = requests.get(url + "/status", headers=ADMIN, timeout=10).json()["streams"]
     assert {entry["instance"] for entry in listed["instances"]} == workers
+
+
+@pytest.fixture
+def leftover_metrics_folders():
+    """Metrics folders as a SIGKILLed master leaves them, and one of a master still running."""
+    parent = Path("/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir())
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid now names no process
+    gone = parent / f"kimi-metrics-{dead.pid}-leftover"
+    running = parent / f"kimi-metrics-{os.getpid()}-inuse"
+    for folder in (gone, running):
+        folder.mkdir()
+        (folder / "counter_1.db").write_bytes(b"x" * 1024)
+    yield gone, running
+    for folder in (gone, running):
+        if folder.exists():
+            for file in folder.iterdir():
+                file.unlink()
+            folder.rmdir()
+
+
+def test_a_new_master_removes_the_metrics_folders_of_killed_masters_only(
+    leftover_metrics_folders, gunicorn_server
+):
+    gone, running = leftover_metrics_folders
+    assert not gone.exists()  # a killed master's: removed when the next one starts
+    assert running.exists()  # a live master's (this process stands for one): kept
