@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +16,19 @@ import anthropic
 import openai
 import pytest
 import redis
-from helpers import ROOT, free_port, procfile_command, wait_until_serving
-from werkzeug.serving import make_server
+from helpers import (
+    ROOT,
+    LiveServer,
+    free_port,
+    procfile_command,
+    refusing_route,
+    wait_until_serving,
+)
 
 from kimi import create_app
 from kimi.settings import Settings
 from kimi_emulator import EmulatorServer
+from kimi_emulator.app import create_emulator_app
 
 SERVICE_ENV_PREFIXES = (
     "KIMI_",
@@ -132,26 +138,6 @@ def auth(account) -> dict[str, str]:
     return {"Authorization": f"Bearer {account.refresh_token}"}
 
 
-class LiveServer:
-    """Our Flask app on a real loopback port, in a thread."""
-
-    def __init__(self, app) -> None:
-        self._server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
-        # A short poll interval: shutdown() waits up to one interval, for every test using it.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    def __enter__(self) -> LiveServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._thread.join(5)
-
-
 @pytest.fixture
 def live_server(app) -> Iterator[LiveServer]:
     with LiveServer(app) as server:
@@ -172,6 +158,35 @@ def claude(live_server, account) -> anthropic.Anthropic:
     return anthropic.Anthropic(
         base_url=live_server.url, api_key=account.refresh_token, max_retries=0, timeout=20
     )
+
+
+@pytest.fixture
+def kimi_refusing(emulator, make_settings):
+    """``start(path, status, code, message, **settings)``: a client of the service whose Kimi
+    answers one route with that error (the emulator answers every other route)."""
+    servers = []
+
+    def start(path: str, status: int, code: str, message: str, **overrides):
+        app = create_emulator_app(emulator.state)
+        refusing_route(app, path, status, code, message)
+        server = EmulatorServer(emulator.state, app=app).start()
+        servers.append(server)
+        settings = make_settings(base_url=server.url, auth_url=server.url, **overrides)
+        return create_app(settings).test_client()
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def scenario(make_settings, new_account, emulator, monkeypatch):
+    """Server-pool accounts driven into every state the status page shows (status_scenario)."""
+    from status_scenario import drive_into_every_state
+
+    scenario = drive_into_every_state(make_settings, new_account, emulator, monkeypatch)
+    yield scenario
+    scenario.close()
 
 
 @pytest.fixture

@@ -6,11 +6,13 @@ import json
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import requests
+from werkzeug.serving import make_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -176,3 +178,23 @@ def refusing_route(app, path: str, status: int, code: str, message: str) -> None
         return answer(environ, start_response)
 
     app.wsgi_app = refusing
+
+
+class LiveServer:
+    """Our Flask app on a real loopback port, in a thread."""
+
+    def __init__(self, app) -> None:
+        self._server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        # A short poll interval: shutdown() waits up to one interval, for every test using it.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def __enter__(self) -> LiveServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._thread.join(5)

@@ -12,8 +12,7 @@ import hashlib
 
 import anthropic
 import pytest
-from conftest import LiveServer
-from helpers import sent_prompt
+from helpers import LiveServer, sent_prompt
 
 from kimi import create_app
 from kimi.anthropic_request import map_model

@@ -11,7 +11,7 @@ import zipfile
 
 import pytest
 from flask import Flask, Response, redirect
-from helpers import chat, upstream_calls
+from helpers import chat, sent_prompt, upstream_calls
 from text_samples import ENCODED, TRADITIONAL_CHINESE
 from werkzeug.serving import make_server
 
@@ -84,12 +84,6 @@ def ask(client, auth, *parts, text="What does it say?"):
     return chat(client, auth, messages=[{"role": "user", "content": content}])
 
 
-def sent_prompt(emulator) -> str:
-    return upstream_calls(emulator, "ChatService/Chat")[-1]["body"]["message"]["blocks"][0]["text"][
-        "content"
-    ]
-
-
 @pytest.mark.parametrize(
     "make_part",
     [
@@ -109,7 +103,7 @@ def test_a_document_reaches_kimi_as_named_delimited_text(
 ):
     response = ask(doc_client, auth, make_part(file_server))
     assert response.status_code == 200, response.get_json()
-    prompt = sent_prompt(emulator)
+    prompt = sent_prompt(emulator, "web")
     assert '<document name="notes.txt"' in prompt
     assert NOTES in prompt
     assert prompt.rstrip().endswith("What does it say?\n[file: notes.txt]")
@@ -121,7 +115,7 @@ def test_docx_and_html_are_read_as_text(doc_client, auth, emulator, file_server)
         {"type": "file", "file_url": {"url": file_server + "/page.html"}},
     ]
     assert ask(doc_client, auth, *parts).status_code == 200
-    prompt = sent_prompt(emulator)
+    prompt = sent_prompt(emulator, "web")
     assert "合同第一条：付款期限三十天。" in prompt
     assert "Hello page" in prompt and "x()" not in prompt
 
@@ -133,7 +127,7 @@ def test_a_redirect_to_a_document_is_followed(doc_client, auth, emulator, file_s
         ).status_code
         == 200
     )
-    assert NOTES in sent_prompt(emulator)
+    assert NOTES in sent_prompt(emulator, "web")
 
 
 @pytest.mark.parametrize(
@@ -199,7 +193,9 @@ def test_a_text_document_in_a_legacy_encoding_reaches_kimi_as_written(
     response = ask(doc_client, auth, part)
 
     assert response.status_code == 200, response.get_json()
-    assert f'<document name="notes.txt" type="text">\n{ENCODED[encoding]}' in sent_prompt(emulator)
+    assert f'<document name="notes.txt" type="text">\n{ENCODED[encoding]}' in sent_prompt(
+        emulator, "web"
+    )
 
 
 @pytest.mark.parametrize(
@@ -211,7 +207,7 @@ def test_a_unicode_text_document_reaches_kimi_as_written(doc_client, auth, emula
     response = ask(doc_client, auth, data_url_part(text.encode(encoding), "notes.txt"))
 
     assert response.status_code == 200, response.get_json()
-    assert text in sent_prompt(emulator)
+    assert text in sent_prompt(emulator, "web")
 
 
 def test_an_html_page_in_big5_reaches_kimi_as_written(doc_client, auth, emulator):
@@ -220,14 +216,14 @@ def test_an_html_page_in_big5_reaches_kimi_as_written(doc_client, auth, emulator
     response = ask(doc_client, auth, data_url_part(page.encode("big5"), "page.html", "text/html"))
 
     assert response.status_code == 200, response.get_json()
-    assert f"會議\n{TRADITIONAL_CHINESE.strip()}" in sent_prompt(emulator)
+    assert f"會議\n{TRADITIONAL_CHINESE.strip()}" in sent_prompt(emulator, "web")
 
 
 def test_the_charset_of_a_data_url_decides_the_decoding(doc_client, auth, emulator):
     part = data_url_part(MINUTES.encode("big5"), "minutes.txt", "text/plain;charset=big5")
 
     assert ask(doc_client, auth, part).status_code == 200
-    assert MINUTES in sent_prompt(emulator)
+    assert MINUTES in sent_prompt(emulator, "web")
 
 
 def test_the_charset_a_server_declares_decides_the_decoding(
@@ -236,7 +232,7 @@ def test_the_charset_a_server_declares_decides_the_decoding(
     part = {"type": "file", "file_url": {"url": file_server + "/minutes.txt"}}
 
     assert ask(doc_client, auth, part).status_code == 200
-    assert MINUTES in sent_prompt(emulator)
+    assert MINUTES in sent_prompt(emulator, "web")
 
 
 def test_a_wrong_charset_in_a_data_url_is_overruled_by_the_bytes(doc_client, auth, emulator):
@@ -244,4 +240,4 @@ def test_a_wrong_charset_in_a_data_url_is_overruled_by_the_bytes(doc_client, aut
     part = data_url_part(data, "notes.txt", "text/plain;charset=utf-8")
 
     assert ask(doc_client, auth, part).status_code == 200
-    assert TRADITIONAL_CHINESE in sent_prompt(emulator)
+    assert TRADITIONAL_CHINESE in sent_prompt(emulator, "web")

@@ -9,8 +9,7 @@ import json
 
 import pytest
 import requests
-from conftest import LiveServer
-from helpers import chat, upstream_calls
+from helpers import LiveServer, chat, upstream_calls
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from kimi import create_app

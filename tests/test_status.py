@@ -12,7 +12,6 @@ from status_scenario import (
     ADMIN_KEY,
     API_KEY,
     SECRET_PROMPT,
-    drive_into_every_state,
     token_fragments,
 )
 
@@ -23,13 +22,6 @@ from kimi.tokens import Credential
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 OPERATOR_PATHS = ("/status", "/metrics")
-
-
-@pytest.fixture
-def scenario(make_settings, new_account, emulator, monkeypatch):
-    scenario = drive_into_every_state(make_settings, new_account, emulator, monkeypatch)
-    yield scenario
-    scenario.close()
 
 
 @pytest.fixture

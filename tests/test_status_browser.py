@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from helpers import ROOT
-from status_scenario import ADMIN_KEY, STATES, drive_into_every_state, token_fragments
+from status_scenario import ADMIN_KEY, STATES, token_fragments
 
 from kimi.account_health import BUSY, COOLING, DEAD, OK
 
@@ -41,13 +41,6 @@ STATE_DETAILS = {
     COOLING: "rate_limited",
     DEAD: "next probe in",
 }
-
-
-@pytest.fixture
-def scenario(make_settings, new_account, emulator, monkeypatch):
-    scenario = drive_into_every_state(make_settings, new_account, emulator, monkeypatch)
-    yield scenario
-    scenario.close()
 
 
 @pytest.fixture

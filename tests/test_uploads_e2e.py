@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import threading
 
 import pytest
 from flask import Flask, Response
-from helpers import chat, refusing_route, upstream_calls, wait_until
-from werkzeug.serving import make_server
+from helpers import LiveServer, chat, upstream_calls, wait_until
 
 from kimi import create_app
-from kimi_emulator import EmulatorServer
-from kimi_emulator.app import create_emulator_app
 
 PDF_BYTES = b"%PDF-1.4 pretend document " + bytes(range(256)) * 40
 BIG = 12 * 1024 * 1024  # larger than the in-memory spool, so unknown lengths spool to disk
@@ -48,10 +44,8 @@ def source_server():
         "big_unknown",
         lambda: Response(big_chunks(), mimetype="application/pdf"),
     )
-    server = make_server("127.0.0.1", 0, files, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    with LiveServer(files) as server:
+        yield server.url
 
 
 @pytest.fixture
@@ -173,19 +167,10 @@ def test_a_refused_upload_is_an_error_and_the_chat_is_cleaned_up(
     ids=["presign-route-gone", "register-forbidden"],
 )
 def test_a_refused_file_call_is_a_502_naming_the_file_not_an_unknown_conversation(
-    make_settings, auth, emulator, source_server, path, status, code
+    kimi_refusing, auth, emulator, source_server, path, status, code
 ):
-    app = create_emulator_app(emulator.state)
-    refusing_route(app, path, status, code, "kimi says no")
-    server = EmulatorServer(emulator.state, app=app).start()
-    try:
-        settings = make_settings(
-            base_url=server.url, auth_url=server.url, allow_private_file_urls=True
-        )
-        client = create_app(settings).test_client()
-        response = ask(client, auth, file_part(source_server + "/report.pdf"))
-    finally:
-        server.stop()
+    client = kimi_refusing(path, status, code, "kimi says no", allow_private_file_urls=True)
+    response = ask(client, auth, file_part(source_server + "/report.pdf"))
     assert response.status_code == 502
     error = response.get_json()["error"]
     assert error["code"] == "file_upload_failed" and error["param"] is None

@@ -6,13 +6,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import threading
 import zipfile
 
 import pytest
 from flask import Flask, Response
-from helpers import chat, pdf_file, sse_events, streamed_text, upstream_calls
-from werkzeug.serving import make_server
+from helpers import LiveServer, chat, pdf_file, sse_events, streamed_text, upstream_calls
 
 from kimi import create_app
 
@@ -75,10 +73,8 @@ def source_server():
     files.add_url_rule(
         "/big.pdf", "big", lambda: Response(big_chunks(), mimetype="application/pdf")
     )
-    server = make_server("127.0.0.1", 0, files, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    with LiveServer(files) as server:
+        yield server.url
 
 
 @pytest.fixture(autouse=True)

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import threading
 
 import anthropic
 import openai
 import pytest
 from flask import Flask, Response
+from helpers import LiveServer
 from test_web_sources_e2e import CITED, SOURCES
-from werkzeug.serving import make_server
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
 PDF = b"%PDF-1.4\n% a scanned page\n" + bytes(range(256)) * 4
@@ -29,10 +28,8 @@ def source_url():
     files = Flask("front-door-sources")
     files.add_url_rule("/cat.png", "png", lambda: Response(PNG, mimetype="image/png"))
     files.add_url_rule("/scan.pdf", "pdf", lambda: Response(PDF, mimetype=PDF_TYPE))
-    server = make_server("127.0.0.1", 0, files, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    with LiveServer(files) as server:
+        yield server.url
 
 
 @pytest.fixture

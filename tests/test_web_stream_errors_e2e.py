@@ -4,11 +4,8 @@ error body before the answer starts, an in-stream error after it, never a silent
 from __future__ import annotations
 
 import pytest
-from helpers import chat, refusing_route, sse_events, streamed_text, upstream_calls
+from helpers import chat, sse_events, streamed_text, upstream_calls
 
-from kimi import create_app
-from kimi_emulator import EmulatorServer
-from kimi_emulator.app import create_emulator_app
 from kimi_emulator.stream_failures import ERROR_KINDS
 
 # fault kind -> (status, OpenAI error type) when the error comes before any answer text
@@ -64,12 +61,9 @@ def test_a_kept_chat_kimi_no_longer_knows_is_404(client, auth, emulator, kind):
 
 
 @pytest.fixture
-def chat_route_refusing(emulator, make_settings):
+def chat_route_refusing(kimi_refusing):
     """A client whose Kimi answers the Chat call with an HTTP 404 ``not_found``."""
-    app = create_emulator_app(emulator.state)
-    refusing_route(app, "/apiv2/kimi.gateway.chat.v1.ChatService/Chat", 404, "not_found", "gone")
-    with EmulatorServer(emulator.state, app=app) as server:
-        yield create_app(make_settings(base_url=server.url, auth_url=server.url)).test_client()
+    return kimi_refusing("/apiv2/kimi.gateway.chat.v1.ChatService/Chat", 404, "not_found", "gone")
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -9,19 +9,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import threading
 import time
 
 import pytest
 from flask import Flask, Response
-from helpers import chat, refusing_route, sse_events, streamed_text, upstream_calls
-from werkzeug.serving import make_server
+from helpers import LiveServer, chat, sse_events, streamed_text, upstream_calls
 
 from kimi import create_app
 from kimi.files.sources import SPOOL_IN_MEMORY_BYTES
 from kimi.settings import Settings
-from kimi_emulator import EmulatorServer
-from kimi_emulator.app import create_emulator_app
 
 CHAT = "ChatService/Chat"
 UPLOAD = "/apiv2-files/file/upload"
@@ -43,10 +39,8 @@ def big_source():
     files = Flask("big-source")
     block = b"%PDF-1.4\n" + bytes(BIG - 9)
     files.add_url_rule("/big.pdf", "big", lambda: Response(block, mimetype="application/pdf"))
-    server = make_server("127.0.0.1", 0, files, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/big.pdf"
-    server.shutdown()
+    with LiveServer(files) as server:
+        yield server.url + "/big.pdf"
 
 
 @pytest.fixture
@@ -151,24 +145,6 @@ def test_a_rate_limited_upload_with_no_account_left_is_429_with_retry_after(
     assert int(response.headers["Retry-After"]) > 0
     assert response.get_json()["error"]["type"] == "rate_limit_error"
     assert upstream_calls(emulator, CHAT) == []
-
-
-@pytest.fixture
-def kimi_refusing(emulator, make_settings):
-    """A client whose Kimi answers one file route with a given error (the emulator otherwise)."""
-    servers = []
-
-    def start(path: str, status: int, code: str, message: str):
-        app = create_emulator_app(emulator.state)
-        refusing_route(app, path, status, code, message)
-        server = EmulatorServer(emulator.state, app=app).start()
-        servers.append(server)
-        settings = make_settings(base_url=server.url, auth_url=server.url)
-        return create_app(settings).test_client()
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 @pytest.mark.parametrize(

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-import threading
 from pathlib import Path
 
 import pytest
 import requests
 from flask import Flask, Response
-from werkzeug.serving import make_server
+from helpers import LiveServer
 
 from kimi.files.sources import SPOOL_IN_MEMORY_BYTES
 
@@ -28,10 +27,8 @@ FAILURES["error_end:unknown:after_text"] = 502
 def big_pdf_url():
     files = Flask("gunicorn-upload-source")
     files.add_url_rule("/big.pdf", "big", lambda: Response(BODY, mimetype="application/pdf"))
-    server = make_server("127.0.0.1", 0, files, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/big.pdf"
-    server.shutdown()
+    with LiveServer(files) as server:
+        yield server.url + "/big.pdf"
 
 
 def worker_pid(master_pid: int) -> int:
