@@ -103,28 +103,43 @@ class StatusReport:
 
 
 def build_report(service: KimiService, census: StreamCensus, version: str) -> StatusReport:
-    """Read the report from the store now; a failing store is reported, not raised."""
+    """Read the report from the store now; a failing store is reported, not raised.
+
+    A store that did not answer the ping is not asked again for the accounts and streams:
+    each read would wait out the same timeout, only to fail the same way.
+    """
     now = time.time()
-    store = store_status(service.store)
-    streams, streams_error = _streams(census)
+    store, reachable = _probe(service.store)
+    if reachable:
+        accounts = account_statuses(service, now)
+        streams, streams_error = _streams(census)
+    else:
+        accounts = [AccountStatus(c.label, UNKNOWN) for c in service.settings.kimi_tokens]
+        streams, streams_error = [census.mine()], store.error
     return StatusReport(
         version=version,
         protocol=service.settings.protocol,
         generated_at=now,
         instance=census.instance,
         store=store,
-        accounts=account_statuses(service, now),
+        accounts=accounts,
         streams=streams,
         streams_error=streams_error,
     )
 
 
 def store_status(store: StateStore) -> StoreStatus:
+    return _probe(store)[0]
+
+
+def _probe(store: StateStore) -> tuple[StoreStatus, bool]:
+    """The store's status, and whether it answered at all."""
     try:
         healthy = store.ping()
     except StateStoreUnavailable as exc:
-        return StoreStatus(store.describe(), False, exc.message)
-    return StoreStatus(store.describe(), healthy, None if healthy else "ping read back wrong")
+        return StoreStatus(store.describe(), False, exc.message), False
+    error = None if healthy else "ping read back wrong"
+    return StoreStatus(store.describe(), healthy, error), True
 
 
 def account_statuses(service: KimiService, now: float) -> list[AccountStatus]:
@@ -174,10 +189,7 @@ def _streams(census: StreamCensus) -> tuple[list[InstanceStreams], str | None]:
         census.publish()
         return census.read(), None
     except StateStoreUnavailable as exc:
-        mine = InstanceStreams(
-            census.instance, census.slots.open, census.slots.capacity, census.clock()
-        )
-        return [mine], exc.message
+        return [census.mine()], exc.message
 
 
 def _claim_time(claims: dict[str, Any], name: str) -> float | None:

@@ -58,10 +58,15 @@ class StreamCensus:
         """This worker's name: host and process id (read each time: a fork changes it)."""
         return f"{socket.gethostname()}:{os.getpid()}"
 
-    def publish(self) -> None:
-        """Write this worker's count now (raises ``StateStoreUnavailable`` when the store fails)."""
+    def mine(self) -> InstanceStreams:
+        """This worker's count now, which the open-streams gauge is set to as well."""
         mine = InstanceStreams(self.instance, self.slots.open, self.slots.capacity, self.clock())
         metrics.OPEN_STREAMS.set(mine.open)
+        return mine
+
+    def publish(self) -> None:
+        """Write this worker's count now (raises ``StateStoreUnavailable`` when the store fails)."""
+        mine = self.mine()
         while True:
             raw = self.store.get(KEY)
             entries = {e.instance: e for e in self._live(raw)}
