@@ -8,6 +8,7 @@ token), never by a token or any part of one; no conversation's text is read at a
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -75,10 +76,7 @@ class StatusReport:
 
     def state_counts(self) -> dict[str, int]:
         """Accounts per state, every state listed."""
-        counts = dict.fromkeys(ACCOUNT_STATES, 0)
-        for account in self.accounts:
-            counts[account.state] += 1
-        return counts
+        return _state_counts(account.state for account in self.accounts)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON body: times as ISO 8601 UTC strings, ages in whole seconds."""
@@ -126,6 +124,30 @@ def build_report(service: KimiService, census: StreamCensus, version: str) -> St
         streams=streams,
         streams_error=streams_error,
     )
+
+
+def metrics_snapshot(service: KimiService, census: StreamCensus) -> tuple[dict[str, int], bool]:
+    """What ``/metrics`` reads at scrape time: accounts per state and whether the store is
+    healthy. Only the health records: no token claims, no round trip of the stream census (the
+    open-streams gauge is set from this worker's own count)."""
+    census.mine()
+    store, reachable = _probe(service.store)
+    credentials = service.settings.kimi_tokens
+    states = [UNKNOWN] * len(credentials)
+    if reachable:
+        now, cap = time.time(), service.accounts.pool.max_concurrent
+        try:
+            states = [r.state(now, cap) for r in service.accounts.pool.health(credentials)]
+        except StateStoreUnavailable:
+            pass  # the accounts stay unknown, as on the status page
+    return _state_counts(states), store.healthy
+
+
+def _state_counts(states: Iterable[str]) -> dict[str, int]:
+    counts = dict.fromkeys(ACCOUNT_STATES, 0)
+    for state in states:
+        counts[state] += 1
+    return counts
 
 
 def store_status(store: StateStore) -> StoreStatus:

@@ -15,8 +15,9 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, render_templ
 from . import __version__, metrics, status_page
 from .auth import bearer_token
 from .errors import AuthenticationFailed
+from .routes import service
 from .service import KimiService
-from .status import build_report
+from .status import build_report, metrics_snapshot
 from .status_streams import StreamCensus
 
 bp = Blueprint("status", __name__)
@@ -55,7 +56,7 @@ def init_status(app: Flask) -> None:
 @bp.get("/status")
 def status() -> Response:
     _require_admin_key()
-    report = build_report(_service(), current_app.extensions["kimi_stream_census"], __version__)
+    report = build_report(service(), current_app.extensions["kimi_stream_census"], __version__)
     if request.accept_mimetypes.best_match((JSON, HTML), default=JSON) == HTML:
         page = render_template(
             "status.html",
@@ -77,21 +78,17 @@ def status() -> Response:
 @bp.get("/metrics")
 def prometheus_metrics() -> Response:
     _require_admin_key()
-    report = build_report(_service(), current_app.extensions["kimi_stream_census"], __version__)
-    families = metrics.account_families(report.state_counts(), report.store.healthy)
+    counts, healthy = metrics_snapshot(service(), current_app.extensions["kimi_stream_census"])
+    families = metrics.account_families(counts, healthy)
     response = Response(metrics.render(families), content_type=metrics.CONTENT_TYPE)
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
-def _service() -> KimiService:
-    return current_app.extensions["kimi"]
-
-
 def _require_admin_key() -> None:
     """401 unless the request carries ``ADMIN_KEY`` (Bearer, ``X-Admin-Key`` or Basic)."""
     supplied = _supplied_admin_key()
-    expected = _service().settings.admin_key
+    expected = service().settings.admin_key
     # Digests of equal length: the comparison's time tells nothing, not even the key's length.
     if not supplied or not hmac.compare_digest(_digest(supplied), _digest(expected)):
         raise AdminAuthFailed(
