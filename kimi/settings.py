@@ -80,11 +80,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        protocol = env.get("KIMI_PROTOCOL", "web").strip().lower() or "web"
-        if protocol not in PROTOCOLS:
-            raise ValueError(
-                f"KIMI_PROTOCOL must be one of {', '.join(PROTOCOLS)}, not {protocol!r}"
-            )
+        protocol = _choice(env, "KIMI_PROTOCOL", PROTOCOLS)
         kimi_tokens = tuple(split_credentials(env.get("KIMI_TOKENS", "")))
         api_keys = tuple(k.strip() for k in env.get("API_KEYS", "").split(",") if k.strip())
         allow_public_pool = _flag(env, "ALLOW_PUBLIC_POOL")

@@ -28,7 +28,9 @@ def write_capture(
     masker: Masker,
     result: dict[str, Any],
 ) -> None:
-    """Write the capture file: header, exchanges, result, one JSON document a line."""
+    """Write the capture file: header, exchanges, result, one JSON document a line.
+
+    ``masker`` has learned the secrets of ``exchanges`` already (``learn``)."""
     lines = capture_lines(list(exchanges), settings, masker)
     lines.append({"type": "result", **masker.json(result)})
     with open(path, "w", encoding="utf-8") as out:
@@ -39,8 +41,7 @@ def write_capture(
 def capture_lines(
     exchanges: list[Exchange], settings: Settings, masker: Masker
 ) -> list[dict[str, Any]]:
-    """The header and one masked record per exchange."""
-    learn(exchanges, masker)
+    """The header and one masked record per exchange (``masker`` has learned them)."""
     records = [exchange_record(exchange, masker) for exchange in exchanges]
     header = {
         "type": "capture",
