@@ -152,6 +152,11 @@ def test_query_values_personal_fields_and_secret_headers_are_masked():
     assert set(headers.values()) == {MASKED}
 
 
+def test_an_authorization_value_the_masker_never_saw_is_masked_all_the_same():
+    headers = Masker().headers({"Authorization": "Bearer opaque-access-0123456789"})
+    assert headers == {"Authorization": f"Bearer {MASKED}"}
+
+
 def test_a_short_id_is_masked_only_where_a_whole_string_equals_it():
     masker = Masker()
     masker.learn_json({"id": "b2"})

@@ -163,11 +163,13 @@ class Masker:
         for name, value in headers.items():
             if name.lower() in SECRET_HEADERS:
                 scheme, _, credential = value.partition(" ")
-                masked[name] = (
-                    f"{scheme} {self.text(credential)}"
-                    if name.lower() == "authorization" and credential
-                    else MASKED
-                )
+                if name.lower() == "authorization" and credential:
+                    # One the masker did not recognise (not a JWT, never seen) is still secret.
+                    placeholder = self.text(credential)
+                    shown = MASKED if placeholder == credential else placeholder
+                    masked[name] = f"{scheme} {shown}"
+                else:
+                    masked[name] = MASKED
             else:
                 masked[name] = self.text(value)
         return masked
