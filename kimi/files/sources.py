@@ -155,7 +155,7 @@ class FileSource:
 
     def reader(self) -> ChunkReader:
         """A file-like view of the bytes, with ``len()``."""
-        return ChunkReader(self._chunks(), self.length)
+        return ChunkReader(self.chunks(), self.length)
 
     def file(self) -> IO[bytes]:
         """The spool itself, at its start: a real file once ``fileno()`` is asked of it."""
@@ -209,7 +209,8 @@ class FileSource:
             self._digest.update(chunk)
             self._spool.write(chunk)
 
-    def _chunks(self) -> Iterator[bytes]:
+    def chunks(self) -> Iterator[bytes]:
+        """The bytes from the start, in pieces of ``CHUNK_SIZE``."""
         self._spool.seek(0)
         yield from iter(lambda: self._spool.read(CHUNK_SIZE), b"")
 

@@ -75,7 +75,7 @@ class WebUpstream:
         cache = None
         if store is not None and settings.web_file_cache_seconds > 0:
             cache = UploadedFiles(store, settings.web_file_cache_seconds)
-        self.uploader = WebUploader(self.http, settings, self._headers, cache)
+        self.uploader = WebUploader(self.http, settings, self._headers, self._call, cache)
 
     def refresh(self, refresh_token: str) -> TokenGrant:
         url = self.settings.auth_url + REFRESH_PATH

@@ -23,7 +23,6 @@ import requests
 from ..errors import (
     UpstreamError,
 )
-from ..files.fetch import CHUNK_SIZE
 from ..files.sources import ChunkReader, FileSource
 from ..settings import Settings
 from ..store import StateStore
@@ -43,6 +42,8 @@ CACHE_KEY_PREFIX = "webfile:"
 
 # (session, content type) -> the headers of an authenticated call
 Headers = Callable[[Session, str], dict[str, str]]
+# (session, path, JSON payload, what) -> the answer's JSON object: the adapter's plain JSON call
+Call = Callable[[Session, str, dict, str], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -61,12 +62,14 @@ class WebUploader:
         http: requests.Session,
         settings: Settings,
         headers: Headers,
+        call: Call,
         cache: UploadedFiles | None = None,
         poll_seconds: float = POLL_SECONDS,
     ) -> None:
         self.http = http
         self.settings = settings
         self.headers = headers
+        self.call = call
         self.cache = cache
         self.poll_seconds = poll_seconds
 
@@ -133,15 +136,8 @@ class WebUploader:
         poll_until_ready(poll, name, self.settings.file_parse_timeout, self.poll_seconds)
 
     def _parse_status(self, session: Session, file_id: str, name: str) -> str:
-        what = f"waiting for {name} to be read"
-        with translate_transport_errors(what):
-            response = self.http.post(
-                self.settings.base_url + PARSE_PROGRESS_PATH,
-                json={"file_ids": [file_id]},
-                headers=self.headers(session, "application/json"),
-                timeout=self.settings.timeout,
-            )
-        answer = json_body(response, what, self.settings.cooldown_seconds)
+        payload = {"file_ids": [file_id]}
+        answer = self.call(session, PARSE_PROGRESS_PATH, payload, f"waiting for {name} to be read")
         return progress_status(answer, file_id)
 
 
@@ -185,8 +181,7 @@ class MultipartBody:
 
     def chunks(self) -> Iterator[bytes]:
         yield self.head
-        reader = self.source.reader()
-        yield from iter(lambda: reader.read(CHUNK_SIZE), b"")
+        yield from self.source.chunks()
         yield self.tail
 
 
