@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from typing import Any
 from .errors import StateStoreUnavailable, UpstreamAuthRejected
 from .pool import AccountPool
 from .settings import LEASE_SECONDS, MAX_CONCURRENT_PER_ACCOUNT
-from .store import StateStore, store_lock
+from .store import StateStore, retry_in_background, store_lock
 from .tokens import Credential, decode_claims
 from .upstream.base import Session, TokenGrant, Upstream
 from .upstream.http import stable_digits
@@ -141,22 +142,23 @@ class Accounts:
             credential.label,
         )
 
-        def retry() -> None:
-            while True:
-                time.sleep(ROTATION_SAVE_LATER_SECONDS)
-                # Under the account's lock: a refresh made meanwhile wrote a newer token.
-                with self._local_lock(credential.account_id):
-                    if self._unsaved.get(credential.account_id) != token:
-                        return
-                    try:
-                        self.store.put(f"refresh_token:{credential.account_id}", token)
-                    except StateStoreUnavailable:
-                        continue
-                    del self._unsaved[credential.account_id]
-                log.warning("Stored the rotated refresh token of %s at last", credential.label)
-                return
+        def save() -> bool:
+            # Under the account's lock: a refresh made meanwhile wrote a newer token.
+            with self._local_lock(credential.account_id):
+                if self._unsaved.get(credential.account_id) != token:
+                    return False
+                self.store.put(f"refresh_token:{credential.account_id}", token)
+                del self._unsaved[credential.account_id]
+            return True
 
-        threading.Thread(target=retry, name="kimi-rotation-save", daemon=True).start()
+        retry_in_background(
+            save,
+            every=ROTATION_SAVE_LATER_SECONDS,
+            until=math.inf,
+            name="kimi-rotation-save",
+            done=f"Stored the rotated refresh token of {credential.label} at last",
+            level=logging.WARNING,
+        )
 
     def _cached_grant(self, credential: Credential) -> TokenGrant | None:
         raw = self.store.get(f"access:{credential.account_id}")

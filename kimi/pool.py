@@ -11,7 +11,6 @@ as they like; turns are counted on any pool that has a choice to make.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -28,7 +27,7 @@ from .errors import (
     UpstreamAuthRejected,
 )
 from .settings import LEASE_SECONDS, MAX_CONCURRENT_PER_ACCOUNT
-from .store import StateStore
+from .store import StateStore, retry_in_background
 from .tokens import Credential
 
 log = logging.getLogger(__name__)
@@ -308,19 +307,19 @@ class AccountPool:
     def _give_back_later(
         self, credential: Credential, lease_id: str, served: bool, expires: float
     ) -> None:
-        """Retry the release in the background (a greenlet under gevent) until it lands."""
+        """Retry the release in the background until it lands or the lease ends anyway."""
 
-        def retry() -> None:
-            while time.monotonic() + RELEASE_RETRY_SECONDS < expires:
-                time.sleep(RELEASE_RETRY_SECONDS)
-                try:
-                    self.book.update(credential.account_id, lambda h: h.released(lease_id, served))
-                except StateStoreUnavailable:
-                    continue
-                log.info("Gave back a slot of %s after the store came back", credential.label)
-                return
+        def release() -> bool:
+            self.book.update(credential.account_id, lambda h: h.released(lease_id, served))
+            return True
 
-        threading.Thread(target=retry, name="kimi-slot-release", daemon=True).start()
+        retry_in_background(
+            release,
+            every=RELEASE_RETRY_SECONDS,
+            until=expires,
+            name="kimi-slot-release",
+            done=f"Gave back a slot of {credential.label} after the store came back",
+        )
 
     def _shortage(
         self,

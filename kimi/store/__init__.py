@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
 from ..errors import StateStoreUnavailable
@@ -26,6 +26,7 @@ __all__ = [
     "StateStoreUnavailable",
     "LockTimeout",
     "store_lock",
+    "retry_in_background",
     "open_store",
     "open_configured_store",
     "DEFAULT_REDIS_PREFIX",
@@ -106,19 +107,49 @@ def store_lock(
 
 
 def _release_later(store: StateStore, key: str, owner: str, expires: float) -> None:
-    """Release the lock in the background (a greenlet under gevent) once the store answers."""
+    """Release the lock in the background once the store answers, until its ttl frees it."""
+
+    def release() -> bool:
+        store.compare_and_set(key, owner, None)
+        return True
+
+    retry_in_background(
+        release,
+        every=LOCK_RELEASE_RETRY_SECONDS,
+        until=expires,
+        name="kimi-lock-release",
+        done=f"Released {key} after the state store came back",
+    )
+
+
+def retry_in_background(
+    write: Callable[[], bool],
+    *,
+    every: float,
+    until: float,
+    name: str,
+    done: str,
+    level: int = logging.INFO,
+) -> None:
+    """Try ``write`` every ``every`` seconds on a background thread (a greenlet under gevent)
+    while it raises ``StateStoreUnavailable`` and ``time.monotonic()`` is short of ``until``.
+
+    ``write`` returns True when it did the work (``done`` is logged then, at ``level``), False
+    when it found nothing left to do.
+    """
 
     def retry() -> None:
-        while time.monotonic() + LOCK_RELEASE_RETRY_SECONDS < expires:
-            time.sleep(LOCK_RELEASE_RETRY_SECONDS)
+        while time.monotonic() + every < until:
+            time.sleep(every)
             try:
-                store.compare_and_set(key, owner, None)
+                landed = write()
             except StateStoreUnavailable:
                 continue
-            log.info("Released %s after the state store came back", key)
+            if landed:
+                log.log(level, "%s", done)
             return
 
-    threading.Thread(target=retry, name="kimi-lock-release", daemon=True).start()
+    threading.Thread(target=retry, name=name, daemon=True).start()
 
 
 def open_store(
