@@ -28,6 +28,8 @@ class CitationStripper:
         self._render = render
 
     def feed(self, text: str) -> str:
+        if not self._held and MARKER_DELIMITERS.isdisjoint(text):
+            return text  # most pieces: no marker begins or goes on here (one C-level scan)
         out: list[str] = []
         for char in text:
             self._take(char, out)

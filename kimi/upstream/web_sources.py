@@ -107,8 +107,11 @@ class ReferenceRenderer:
         self._held = ""  # the start of what may be a [^N^] marker
 
     def feed(self, text: str) -> str:
+        text = self._markers.feed(text)
+        if not self._held and "[" not in text:
+            return text  # most pieces: no reference begins or goes on here
         out: list[str] = []
-        for char in self._markers.feed(text):
+        for char in text:
             self._take(char, out)
         return "".join(out)
 
