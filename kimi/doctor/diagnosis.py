@@ -20,6 +20,7 @@ from ..errors import (
     UpstreamTimeout,
 )
 from ..settings import Settings
+from ..upstream.web_errors import localized_message
 from .masking import Masker
 from .report import FAILED, StepResult
 from .wire import Exchange
@@ -210,12 +211,11 @@ def _code(error: dict[str, Any]) -> str | None:
 
 
 def _message(error: dict[str, Any]) -> str | None:
-    texts = [error.get("message") or error.get("msg")]
-    localized = error.get("localizedMessage")
-    for debug in error.get("details") or []:
-        if isinstance(debug, dict) and isinstance(debug.get("debug"), dict):
-            localized = localized or debug["debug"].get("localizedMessage")
-    if isinstance(localized, dict) and localized.get("message"):
-        texts.append(localized["message"])
+    """The plain message, and Kimi's message for users when it says something else."""
+    plain = error.get("message") or error.get("msg")
+    texts = [plain]
+    localized = localized_message(error)  # falls back to the plain message when there is none
+    if localized != str(plain or "").strip():
+        texts.append(localized)
     joined = " / ".join(str(text) for text in texts if text)
     return joined[:MESSAGE_LIMIT] or None
