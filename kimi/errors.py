@@ -52,6 +52,8 @@ class KimiError(Exception):
     status = 500
     error_type = "api_error"
     code: str | None = "internal_error"
+    # Kimi's own words, when the error reports an answer of Kimi's (set by the upstream side).
+    said: str | None = None
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
         super().__init__(message)

@@ -26,8 +26,8 @@ def about_file(name: str, doing: str) -> Iterator[None]:
         raise
     except KimiError as exc:
         # The service's reading ("does not know this conversation") is wrong here: keep only
-        # Kimi's own words, which follow it.
-        said = exc.message.partition(": ")[2] or exc.message
+        # Kimi's own words.
+        said = exc.said or exc.message
         raise UpstreamError(
             f"Kimi refused {doing} {name}: {said}", code="file_upload_failed"
         ) from exc

@@ -266,9 +266,15 @@ def translate_transport_errors(what: str) -> Iterator[None]:
 
 
 def error_for(status: int | None, code: str, message: str, retry_after: float) -> KimiError:
-    """Map an upstream failure (HTTP status and/or error code) to the service's error."""
-    code = (code or "").lower()
+    """Map an upstream failure (HTTP status and/or error code) to the service's error, which
+    keeps Kimi's message as ``said``."""
     message = (message or "no message").strip()[:MESSAGE_LIMIT]
+    error = _error_for(status, (code or "").lower(), message, retry_after)
+    error.said = message
+    return error
+
+
+def _error_for(status: int | None, code: str, message: str, retry_after: float) -> KimiError:
     if status == 401 or code in ("unauthenticated", "auth.token.invalid"):
         return UpstreamAuthRejected(f"Kimi rejected the account's token: {message}")
     if status == 429 or code == "resource_exhausted" or "rate_limit" in code:

@@ -183,7 +183,7 @@ class WebUpstream:
                 raise
             # A one-shot turn names no chat to be "not found": Kimi refused the turn (its route
             # moved, say), as an error frame saying so would (web_errors.stream_error).
-            said = exc.message.partition(": ")[2] or exc.message
+            said = exc.said or exc.message
             raise UpstreamError(f"Kimi refused the turn: {said}", code="kimi_not_found") from exc
         content_type = response.headers.get("Content-Type", "")
         if not content_type.startswith("application/connect"):

@@ -74,9 +74,17 @@ def error_code(error: Any) -> str:
 def stream_error(
     error: Any, retry_after: float = COOLDOWN_SECONDS, *, kept_chat: bool = False
 ) -> KimiError:
-    """The service's error for an error frame; ``kept_chat`` when the turn continued a chat."""
-    code = error_code(error)
+    """The service's error for an error frame; ``kept_chat`` when the turn continued a chat.
+    Kimi's message is kept as its ``said``."""
     message = (localized_message(error) or "no message")[:MESSAGE_LIMIT]
+    mapped = _stream_error(error, error_code(error), message, retry_after, kept_chat)
+    mapped.said = message
+    return mapped
+
+
+def _stream_error(
+    error: Any, code: str, message: str, retry_after: float, kept_chat: bool
+) -> KimiError:
     if code == "resource_exhausted" and _says_busy(error, message):
         return ConversationBusy(f"Kimi is still answering in this conversation: {message}")
     if code in KEPT_CHAT_CODES and not kept_chat:
