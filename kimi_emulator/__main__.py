@@ -67,13 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  KIMI_BASE_URL={server.url} KIMI_AUTH_URL={server.url}")
     print("legacy protocol:")
     print(f"  KIMI_PROTOCOL=legacy KIMI_BASE_URL={server.url}", flush=True)
-    try:
-        server.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-    return 0
+    return _serve_until_interrupted(server)
 
 
 def _serve_replay(path: str, host: str, port: int) -> int:
@@ -86,6 +80,11 @@ def _serve_replay(path: str, host: str, port: int) -> int:
     server = EmulatorServer(host=host, port=port, app=create_replay_app(replay)).start()
     print(f"Replaying {len(replay.routes())} recorded routes of {path} on {server.url}")
     print(f"  KIMI_BASE_URL={server.url} KIMI_AUTH_URL={server.url}", flush=True)
+    return _serve_until_interrupted(server)
+
+
+def _serve_until_interrupted(server: EmulatorServer) -> int:
+    """Serve until Ctrl-C, then stop the server."""
     try:
         server.wait()
     except KeyboardInterrupt:

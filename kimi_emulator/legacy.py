@@ -22,7 +22,7 @@ from .call_log import (
     record_call_arrival,
     record_call_status,
 )
-from .context import current_state
+from .context import current_state, fail_on
 from .errors import EmulatorError
 from .faults import (
     ACCOUNT_FAULTS,
@@ -99,8 +99,7 @@ def refresh_access_token() -> Response:
 def show_user() -> Response:
     """The caller's account: clients send its id as ``X-Traffic-Id``."""
     user = authenticated_user()
-    if current_state().take_fault(ACCOUNT_FAULTS, user.user_id):
-        raise EmulatorError("internal", "account service unavailable")
+    fail_on(ACCOUNT_FAULTS, user.user_id, "account service unavailable")
     return jsonify(id=user.user_id, name=user.name, phone="")
 
 
@@ -119,8 +118,7 @@ def create_chat() -> Response:
 def delete_chat(chat_id: str) -> Response:
     """Mark one of the caller's chats deleted."""
     user = authenticated_user()
-    if current_state().take_fault(DELETE_FAULTS, user.user_id):
-        raise EmulatorError("internal", "chat service unavailable")
+    fail_on(DELETE_FAULTS, user.user_id, "chat service unavailable")
     current_state().delete_legacy_chat(user.user_id, chat_id)
     return jsonify({})
 

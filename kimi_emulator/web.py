@@ -11,7 +11,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from .bodies import CONNECT_JSON, json_body
 from .call_log import authenticated_user, note_caller, record_call_arrival, record_call_status
-from .context import current_state
+from .context import current_state, fail_on
 from .errors import EmulatorError
 from .faults import (
     ACCOUNT_FAULTS,
@@ -110,14 +110,14 @@ def refresh_token() -> Response:
 def get_subscription() -> Response:
     """The user's plan: the cheap way clients check that a credential is alive."""
     user = authenticated_user()
-    _fail_on(ACCOUNT_FAULTS, user.user_id, "account service unavailable")
+    fail_on(ACCOUNT_FAULTS, user.user_id, "account service unavailable")
     return jsonify(subscription={"userId": user.user_id, "userName": user.name, "type": "free"})
 
 
 @bp.post("/apiv2/kimi.gateway.config.v1.ConfigService/GetAvailableModels")
 def get_available_models() -> Response:
     """The fixed model list."""
-    _fail_on(MODELS_FAULTS, authenticated_user().user_id, "model service unavailable")
+    fail_on(MODELS_FAULTS, authenticated_user().user_id, "model service unavailable")
     return jsonify(availableModels=AVAILABLE_MODELS, defaultScenario=DEFAULT_SCENARIO)
 
 
@@ -129,7 +129,7 @@ def delete_chat() -> Response:
     chat_id = body.get("chat_id") or body.get("chatId")
     if not isinstance(chat_id, str):
         raise EmulatorError("invalid_argument", "chat_id is required")
-    _fail_on(DELETE_FAULTS, user.user_id, "chat service unavailable")
+    fail_on(DELETE_FAULTS, user.user_id, "chat service unavailable")
     current_state().delete_chat(user.user_id, chat_id)
     return jsonify({})
 
@@ -161,12 +161,6 @@ def chat() -> Response:
     # Also when the client leaves mid-stream, before the reply was over.
     response.call_on_close(lambda: state.close_turn(turn))
     return response
-
-
-def _fail_on(faults: frozenset[str], user_id: str, message: str) -> None:
-    """Answer a 500 when one of ``faults`` is queued for the caller."""
-    if current_state().take_fault(faults, user_id):
-        raise EmulatorError("internal", message)
 
 
 def _chat_frame() -> dict[str, Any]:
