@@ -30,6 +30,9 @@ worker_class = os.environ.get("GUNICORN_WORKER", "").strip().lower() or "gevent"
 if worker_class not in WORKER_CLASSES:
     raise RuntimeError(f"GUNICORN_WORKER must be one of {', '.join(WORKER_CLASSES)}")
 if worker_class == "gevent":
+    # New connections resolve an IP address at once and a name once per 30 s, not on a thread
+    # each time (kimi/green_dns.py). Read by gevent in the worker; an operator's choice stands.
+    os.environ.setdefault("GEVENT_RESOLVER", "kimi.green_dns.Resolver")
     stream_cap = int(os.environ.get("MAX_STREAMS_PER_WORKER", "1000"))
     worker_connections = int(
         os.environ.get("WORKER_CONNECTIONS", str(stream_cap + CONNECTIONS_OVER_STREAM_CAP))
