@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STANDIN = Path(__file__).resolve().with_name("standin.py")
+BENCH = Path(__file__).resolve().parent
+STANDIN = BENCH / "standin.py"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 70.0  # gunicorn's graceful timeout is 60 s
@@ -174,6 +175,7 @@ class ServiceConfig:
     checkout: Path = ROOT
     worker: str | None = None  # None: what the shipped gunicorn.conf.py chooses
     workers: int | None = None  # None: WEB_CONCURRENCY as the machine has it (2 by default)
+    app: str = "app:app"  # the WSGI app; "bare_relay:app" for the stack's own cost
 
 
 class ServiceProcess:
@@ -201,7 +203,9 @@ class ServiceProcess:
             command += ["-k", self.config.worker]
             if self.config.worker == "gthread":
                 command += ["--threads", os.environ.get("GUNICORN_THREADS", DEFAULT_THREADS)]
-        return [*command, "app:app"]
+        if self.config.app != ServiceConfig.app:  # a fixture of bench/, not the service
+            command += ["--pythonpath", str(BENCH)]
+        return [*command, self.config.app]
 
     def environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(SERVICE_ENV_PREFIXES)}

@@ -11,6 +11,8 @@ with the shipped gunicorn.conf.py, both as child processes; the load client in t
 | first-token latency added over the upstream's   | <= 5 ms p50 at 1 stream               |
 
 Relay figures are the median of three runs: one run moves with whatever else the machine runs.
+Before them, the busiest relay run goes through bench/bare_relay.py, a WSGI app with no service
+code under the same gunicorn config: what the server alone costs per event, for reference.
 The floor is one json.loads of a state-sync frame plus one json.dumps of a chunk. CPU is the
 user+system time of the gunicorn master and all its children, from /proc; memory is the sum of
 their VmRSS, sampled.
@@ -181,6 +183,23 @@ def relay(bench: Bench) -> None:
     bench.report_problems()
 
 
+def stack_floor(sizes: Sizes, floor_us: float) -> None:
+    """The busiest relay run through bench/bare_relay.py: gunicorn and gevent with no service
+    code, one read and one write per event. Printed for reference; no goal."""
+    run = max(sizes.relay, key=lambda r: r.streams)
+    config = ServiceConfig("web", ROOT, app="bare_relay:app")
+    with StandInProcess() as standin, tempfile.TemporaryDirectory() as state_dir:
+        with ServiceProcess(config, standin.url, state_dir) as service:
+            print(f"== the stack alone (bench/bare_relay.py, worker {service.worker_class()}):")
+            bench = Bench(standin, service, sizes, floor_us, [])
+            figures = [relay_once(bench, run)[0] for _ in range(sizes.relay_repeats)]
+    per_event = statistics.median(figures)
+    print(
+        f"  {run.streams} streams, an event every {run.interval_ms} ms: median {per_event:.1f} "
+        f"us/event = {per_event / floor_us:.1f}x floor, with no service code"
+    )
+
+
 def relay_once(bench: Bench, run: RelayRun) -> tuple[float, int]:
     """One run: microseconds of service CPU per relayed event, and the streams that failed."""
     bench.standin.reset()
@@ -307,6 +326,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as snapshot:
         checkout = export_commit(args.commit, Path(snapshot)) if args.commit else ROOT
         configs = [ServiceConfig(p, checkout, args.worker, args.workers) for p in protocols]
+        if "relay" in phases:
+            stack_floor(sizes, floor_us)
         passed = [run_protocol(config, sizes, phases, floor_us) for config in configs]
     return 0 if all(passed) else 1
 
