@@ -126,7 +126,7 @@ class MessageEncoder:
         try:
             for event in events:
                 if event is KEEPALIVE:
-                    yield sse("ping", {"type": "ping"})
+                    yield PING
                     continue
                 reply.add(event)
                 if isinstance(event, (ChatOpened, HiddenReasoning)):
@@ -265,3 +265,6 @@ def error_type(status: int) -> str:
 def sse(event: str, payload: dict[str, Any]) -> bytes:
     data = json.dumps(payload, ensure_ascii=False)
     return f"event: {event}\ndata: {data}\n\n".encode()
+
+
+PING = sse("ping", {"type": "ping"})  # Anthropic's keep-alive

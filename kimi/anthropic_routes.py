@@ -11,7 +11,7 @@ import logging
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from .anthropic_encoder import Answer, MessageEncoder, error_body
+from .anthropic_encoder import PING, Answer, MessageEncoder, error_body
 from .anthropic_request import MessagesRequest, parse_messages_request
 from .auth import Pool, resolve_pool
 from .errors import KimiError
@@ -32,7 +32,7 @@ def messages() -> Response:
     turn = service().start_turn(parsed.chat, pool)
     encoder = MessageEncoder(parsed)
     if parsed.stream:
-        return stream_turn(service(), turn, encoder.stream)
+        return stream_turn(service(), turn, encoder.stream, PING)
     with turn:
         answer = Answer.collect(turn, parsed)
     return jsonify(encoder.message(answer))

@@ -26,12 +26,11 @@ from .events import (
     TextDelta,
     ToolCall,
 )
-from .keepalive import KEEPALIVE
+from .keepalive import KEEPALIVE, KEEPALIVE_LINE
 from .usage import usage
 
 log = logging.getLogger(__name__)
 
-KEEPALIVE_LINE = b": keep-alive\n\n"
 DONE_LINE = b"data: [DONE]\n\n"
 ROLE_DELTA = {"role": "assistant", "content": ""}
 # A str as JSON, non-ASCII kept as UTF-8 (the C encoder json.dumps uses for one string).

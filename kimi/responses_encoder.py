@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from .encoder import KEEPALIVE_LINE, Reply
+from .encoder import Reply
 from .errors import KimiError, RateLimited, UpstreamCut
 from .events import (
     FINISH_CONTENT_FILTER,
@@ -28,7 +28,7 @@ from .events import (
     TextDelta,
     ToolCall,
 )
-from .keepalive import KEEPALIVE
+from .keepalive import KEEPALIVE, KEEPALIVE_LINE
 from .responses_request import ResponsesRequest
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,9 @@ body ends or the client goes away.
 
 from __future__ import annotations
 
+import functools
 import itertools
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -16,7 +18,7 @@ from flask import Response
 
 from .completions import TurnStream
 from .events import ChatOpened
-from .keepalive import KeepAliveStream
+from .keepalive import KEEPALIVE_LINE, KeepAliveStream, SideWrites
 from .service import KimiService
 
 # No Connection header: hop-by-hop headers are the server's to set, not a WSGI app's (PEP 3333).
@@ -25,11 +27,17 @@ STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 Encode = Callable[[Iterable[Any]], Iterator[bytes]]
 
 
-def stream_turn(kimi: KimiService, turn: TurnStream, encode: Encode) -> Response:
-    """The turn's events, written by ``encode``, as a ``text/event-stream`` response."""
+def stream_turn(
+    kimi: KimiService, turn: TurnStream, encode: Encode, keepalive: bytes = KEEPALIVE_LINE
+) -> Response:
+    """The turn's events, written by ``encode``, as a ``text/event-stream`` response;
+    ``keepalive`` is what the encoder writes for ``KEEPALIVE`` (written directly mid-stream)."""
     slots = kimi.stream_slots
     slots.take()  # before anything reaches Kimi
-    events = KeepAliveStream(turn, kimi.settings.keepalive_seconds)
+    # Under gevent the turn is handed to the response's greenlet after its first content event,
+    # and silences after that are filled with writes beside the body (keepalive.py).
+    side = SideWrites(keepalive) if _green() else None
+    events = KeepAliveStream(turn, kimi.settings.keepalive_seconds, side)
     iterator = iter(events)
     try:
         # Before the first byte a failure is still a real HTTP error: wait for content (or a
@@ -45,20 +53,50 @@ def stream_turn(kimi: KimiService, turn: TurnStream, encode: Encode) -> Response
         nonlocal finished
         if not finished:
             finished = True
+            if side is not None:
+                side.end()  # before the server ends the body: no keep-alive after its end
             events.close()
             slots.give_back()
 
     def body() -> Iterator[bytes]:
         try:
-            yield from batched(encode(itertools.chain(head, iterator)), events.ready)
+            pieces = batched(encode(itertools.chain(head, iterator)), events.ready)
+            yield from side.body(pieces) if side is not None else pieces
         finally:
             finish()
 
-    response = Response(body(), mimetype="text/event-stream", headers=STREAM_HEADERS)
+    response = _StreamResponse(body(), mimetype="text/event-stream", headers=STREAM_HEADERS)
+    response.side = side
     # Also when the client is gone before the body started: a generator that never ran has no
     # finally to run.
     response.call_on_close(finish)
     return response
+
+
+class _StreamResponse(Response):
+    """Hands the server's ``write`` callable (PEP 3333, from ``start_response``) to the stream's
+    side writes, the keep-alives written while the body waits for Kimi."""
+
+    side: SideWrites | None = None
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        side = self.side
+        if side is None:
+            return super().__call__(environ, start_response)
+
+        def start(status: str, headers: list, exc_info: Any = None) -> Callable:
+            write = start_response(status, headers, exc_info)
+            side.attach(write)
+            return write
+
+        return super().__call__(environ, start)
+
+
+@functools.cache
+def _green() -> bool:
+    """Whether this process runs under gevent's monkey-patching (gunicorn's gevent worker)."""
+    monkey = sys.modules.get("gevent.monkey")
+    return bool(monkey and monkey.is_module_patched("threading"))
 
 
 def batched(pieces: Iterator[bytes], more_ready: Callable[[], bool]) -> Iterator[bytes]:

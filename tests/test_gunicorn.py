@@ -119,6 +119,53 @@ def test_keepalive_comments_fill_an_upstream_silence(gunicorn_server, account, e
     assert events[-1] == "[DONE]"
 
 
+@pytest.mark.parametrize(
+    "gunicorn_server", [{"KEEPALIVE_SECONDS": "0.2"}], indirect=True, ids=["keepalive-0.2s"]
+)
+def test_keepalives_fill_silences_in_the_middle_of_an_answer(gunicorn_server, account, emulator):
+    """After the first text the gevent worker's response reads Kimi itself; the keep-alives
+    of later silences are written beside the body, between its pieces, never inside one."""
+    url, _ = gunicorn_server
+    emulator.state.add_fault("slow", seconds=0.5)  # every frame after the first, 0.5 s apart
+    response = stream_chat_over_http(url, account.refresh_token, "one two three")
+    assert response.status_code == 200
+    body = b"".join(response.iter_content(chunk_size=None))
+    blocks = body.split(b"\n\n")[:-1]  # each SSE event or comment, in order
+    assert set(blocks) <= {KEEPALIVE_LINE[:-2]} | {b for b in blocks if b.startswith(b"data: ")}
+    texts = [n for n, block in enumerate(blocks) if streamed_text(sse_events(block + b"\n\n"))]
+    between = blocks[texts[0] : texts[-1]]
+    assert between.count(KEEPALIVE_LINE[:-2]) >= 2  # silences after the answer began
+    events = sse_events(body)
+    assert streamed_text(events) == REPLY_PREFIX + "one two three"
+    assert events[-1] == "[DONE]"
+
+
+@pytest.mark.parametrize(
+    "gunicorn_server", [{"KEEPALIVE_SECONDS": "0.2"}], indirect=True, ids=["keepalive-0.2s"]
+)
+def test_anthropic_streams_get_ping_events_in_their_silences(gunicorn_server, account, emulator):
+    url, _ = gunicorn_server
+    emulator.state.add_fault("slow", seconds=0.5)
+    response = requests.post(
+        url + "/v1/messages",
+        json={
+            "model": "kimi",
+            "max_tokens": 100,
+            "stream": True,
+            "messages": [{"role": "user", "content": "one two three"}],
+        },
+        headers={"x-api-key": account.refresh_token, "anthropic-version": "2023-06-01"},
+        stream=True,
+        timeout=30,
+    )
+    assert response.status_code == 200
+    body = b"".join(response.iter_content(chunk_size=None)).decode()
+    kinds = [block.split("\n", 1)[0] for block in body.split("\n\n") if block]
+    first_delta = kinds.index("event: content_block_delta")
+    assert "event: ping" in kinds[first_delta:]  # written in a silence mid-answer
+    assert kinds[-1] == "event: message_stop"
+
+
 @pytest.fixture
 def many_sockets():
     """Room in this process's file-descriptor limit for a socket per stream, both ends."""

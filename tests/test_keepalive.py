@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -123,3 +127,78 @@ def test_an_interrupted_stream_ends_with_the_shutdown_error_and_closes_its_sourc
     stream.close()
     source.gate.set()
     assert source.finished.wait(JOIN_SECONDS)
+
+
+GEVENT_SCRIPT = textwrap.dedent(
+    """
+    from gevent import monkey
+
+    monkey.patch_all()
+
+    import gevent
+    from gevent.event import Event
+    from greenlet import getcurrent
+
+    from kimi.errors import ServiceShuttingDown
+    from kimi.events import ChatOpened
+    from kimi.keepalive import KeepAliveStream, SideWrites
+
+    def source(gate, readers, closed):
+        try:
+            yield ChatOpened("chat1")
+            yield "a"  # the first content: handed over after it
+            readers.append(getcurrent())
+            gate.wait()  # Kimi silent
+            yield "b"
+        finally:
+            closed.append(True)
+
+    # Hand-over, then keep-alives written beside the body while the consumer waits for Kimi.
+    gate, readers, closed, written = Event(), [], [], []
+    side = SideWrites(b": ka")
+    side.attach(written.append)
+    stream = KeepAliveStream(source(gate, readers, closed), 0.05, side)
+    gevent.spawn_later(0.4, gate.set)
+    received = [piece for piece in side.body(stream)]
+    print("received", [r for r in received if isinstance(r, str)])
+    print("read by the consumer", readers == [getcurrent()])
+    print("keep-alives in the silence", len(written) >= 3, set(written))
+    side.end()
+    stream.close()
+    count = len(written)
+    gevent.sleep(0.2)
+    print("none after the end", len(written) == count, "closed", closed)
+
+    # An interrupt reaches a consumer blocked in the source's read.
+    gate, readers, closed = Event(), [], []
+    side = SideWrites(b": ka")
+    stream = KeepAliveStream(source(gate, readers, closed), 60.0, side)
+    events = iter(stream)
+    print("first", next(e for e in events if e == "a"))
+    gevent.spawn_later(0.1, stream.interrupt)
+    try:
+        next(events)
+    except ServiceShuttingDown:
+        print("interrupted in the read", readers == [getcurrent()], "closed", closed)
+    stream.close()
+    """
+)
+
+
+def test_under_gevent_the_consumer_reads_after_the_first_content_and_keepalives_go_beside():
+    result = subprocess.run(
+        [sys.executable, "-c", GEVENT_SCRIPT],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "received ['a', 'b']",
+        "read by the consumer True",
+        "keep-alives in the silence True {b': ka'}",
+        "none after the end True closed [True]",
+        "first a",
+        "interrupted in the read True closed [True]",
+    ]
