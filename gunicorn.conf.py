@@ -52,10 +52,15 @@ keepalive = 5
 
 
 def post_worker_init(worker):
-    """On SIGTERM, streams still running near the end of the grace end with an error event."""
+    """On SIGTERM, streams still running near the end of the grace end with an error event.
+    In a gevent worker, a write to a client is one send when the kernel takes it all."""
     from kimi import shutdown
 
     shutdown.watch()
+    if type(worker).__module__ == "gunicorn.workers.ggevent":
+        from kimi import green_writes
+
+        green_writes.install()
     stop = worker.handle_exit
 
     def handle_exit(sig, frame):
