@@ -35,18 +35,17 @@ def parse_reasoning_mode(value: str | None, *, name: str = "reasoning mode") -> 
 
 
 def present_reasoning(events: Iterable[ContentEvent], mode: str) -> Iterator[ContentEvent]:
-    """Yield the events with reasoning shown the way ``mode`` says."""
+    """The events with reasoning shown the way ``mode`` says."""
     if mode == THINK_TAGS:
-        yield from _think_tags(events)
-    elif mode == HIDDEN:
-        yield from (
+        return _think_tags(events)
+    if mode == HIDDEN:
+        return (
             HiddenReasoning(event.text) if isinstance(event, ReasoningDelta) else event
             for event in events
         )
-    elif mode == REASONING_CONTENT:
-        yield from events
-    else:
-        raise ValueError(f"unknown reasoning mode {mode!r}; use parse_reasoning_mode first")
+    if mode == REASONING_CONTENT:
+        return iter(events)  # shown as Kimi sends it: nothing is added to each event's way
+    raise ValueError(f"unknown reasoning mode {mode!r}; use parse_reasoning_mode first")
 
 
 def _think_tags(events: Iterable[ContentEvent]) -> Iterator[ContentEvent]:

@@ -139,8 +139,11 @@ def limit_tokens(events: Iterable[ContentEvent], max_tokens: int | None) -> Iter
     character where the budget runs out.
     """
     if max_tokens is None:
-        yield from events
-        return
+        return iter(events)  # no stage at all: nothing is added to each event's way
+    return _limited(events, max_tokens)
+
+
+def _limited(events: Iterable[ContentEvent], max_tokens: int) -> Iterator[ContentEvent]:
     budget = _TokenBudget(max_tokens)
     for event in events:
         if isinstance(event, (TextDelta, ReasoningDelta)):
@@ -191,8 +194,11 @@ def cut_at_stop(events: Iterable[ContentEvent], stops: Iterable[str]) -> Iterato
     """
     stops = tuple(s for s in stops if s)
     if not stops:
-        yield from events
-        return
+        return iter(events)  # no stage at all: nothing is added to each event's way
+    return _cut(events, stops)
+
+
+def _cut(events: Iterable[ContentEvent], stops: tuple[str, ...]) -> Iterator[ContentEvent]:
     held = ""
     for event in events:
         if isinstance(event, TextDelta):

@@ -406,8 +406,11 @@ def enforce_json(
     is told the answer was cut, as OpenAI does.
     """
     if fmt is None:
-        yield from events
-        return
+        return iter(events)  # no stage at all: nothing is added to each event's way
+    return _json_only(events, fmt)
+
+
+def _json_only(events: Iterable[ContentEvent], fmt: ResponseFormat) -> Iterator[ContentEvent]:
     extractor = JsonExtractor()
     streamed: list[str] = []
     unused: list[str] = []  # the text while no JSON has opened: what an error is about then

@@ -22,8 +22,13 @@ def extract_tool_calls(
     ``tool_calls`` if any call was emitted. Other events pass through unchanged, in order.
     """
     if config is None or not config.callable_tools:
-        yield from events
-        return
+        return iter(events)  # no stage at all: nothing is added to each event's way
+    return _extracted(events, config, max_call_chars)
+
+
+def _extracted(
+    events: Iterable[ContentEvent], config: ToolConfig, max_call_chars: int
+) -> Iterator[ContentEvent]:
     scanner: ToolCallScanner | None = ToolCallScanner(config, max_call_chars=max_call_chars)
     calls = _CallEvents()
     for event in events:
