@@ -177,8 +177,10 @@ class KeepAliveStream:
             consumer.throw(ServiceShuttingDown(SHUTTING_DOWN))
 
     def ready(self) -> bool:
-        """Whether the next item is already waiting (so the consumer can batch its writes)."""
-        return bool(self._items)
+        """Whether the next item is already waiting (so the consumer can batch its writes); not
+        the hand-over's marker, after which the next event may be a long way off."""
+        items = self._items
+        return bool(items) and items[0][0] != _HANDED_OVER
 
     def close(self) -> None:
         self._stopped.set()

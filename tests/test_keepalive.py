@@ -175,6 +175,7 @@ GEVENT_SCRIPT = textwrap.dedent(
     stream = KeepAliveStream(source(gate, readers, closed), 60.0, side)
     events = iter(stream)
     print("first", next(e for e in events if e == "a"))
+    print("nothing ready after it", not stream.ready())  # its write is not held back
     gevent.spawn_later(0.1, stream.interrupt)
     try:
         next(events)
@@ -200,5 +201,6 @@ def test_under_gevent_the_consumer_reads_after_the_first_content_and_keepalives_
         "keep-alives in the silence True {b': ka'}",
         "none after the end True closed [True]",
         "first a",
+        "nothing ready after it True",
         "interrupted in the read True closed [True]",
     ]
