@@ -74,22 +74,32 @@ def stream_turn(
 
 
 class _StreamResponse(Response):
-    """Hands the server's ``write`` callable (PEP 3333, from ``start_response``) to the stream's
-    side writes, the keep-alives written while the body waits for Kimi."""
+    """werkzeug's response, but its body goes to the server as it is (every piece is bytes
+    already): no wrapping iterators per piece. Closing it closes the response, which runs its
+    ``call_on_close``. The server's ``write`` callable (PEP 3333, from ``start_response``) goes
+    to the stream's side writes, the keep-alives written while the body waits for Kimi."""
 
     side: SideWrites | None = None
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        side = self.side
-        if side is None:
+        if environ.get("REQUEST_METHOD") == "HEAD":  # no body: werkzeug's own way
             return super().__call__(environ, start_response)
+        headers = self.get_wsgi_headers(environ)
+        write = start_response(self.status, headers.to_wsgi_list())
+        if self.side is not None:
+            self.side.attach(write)
+        return _Body(self.response, self.close)
 
-        def start(status: str, headers: list, exc_info: Any = None) -> Callable:
-            write = start_response(status, headers, exc_info)
-            side.attach(write)
-            return write
 
-        return super().__call__(environ, start)
+class _Body:
+    """The pieces for the server to iterate, and ``close`` for it to call at the end."""
+
+    def __init__(self, pieces: Iterable[bytes], close: Callable[[], None]) -> None:
+        self._pieces = pieces
+        self.close = close
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._pieces)
 
 
 @functools.cache
