@@ -12,45 +12,32 @@ ensure_venv() {
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$1"
 }
 
-# tests/test_node_openai.py drives the Node openai package (tests/node): Node and npm from
-# Debian when missing (sudo only when not root), then npm ci only when the lock is new.
-ensure_node_client() {
-    local sudo="" dir=tests/node
+# What the tests need beyond Python, from Debian when missing (one apt-get update and one install
+# for all of them; sudo only when not root). Each argument is COMMAND:PACKAGE.
+#   node, npm       tests/test_node_openai.py drives the Node openai package (tests/node)
+#   redis-server    the state store tests start their own on a free loopback port
+#   chromium        tests/test_status_browser.py renders the status page in it (playwright
+#                   never downloads a browser of its own)
+ensure_apt_packages() {
+    local sudo="" wanted=() pair
+    for pair in "$@"; do
+        command -v "${pair%%:*}" >/dev/null || wanted+=("${pair#*:}")
+    done
+    [ ${#wanted[@]} -eq 0 ] && return
     [ "$(id -u)" -eq 0 ] || sudo=sudo
-    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-        echo "Installing Node.js and npm with apt-get..." >&2
-        $sudo apt-get update -qq
-        $sudo env DEBIAN_FRONTEND=noninteractive \
-            apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
-    fi
+    echo "Installing ${wanted[*]} with apt-get..." >&2
+    $sudo apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${wanted[@]}" >/dev/null
+}
+
+# The Node client's packages: npm ci only when the lock is new.
+ensure_node_client() {
+    local dir=tests/node
     if ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.installed-lock.json"; then
         (cd "$dir" && npm ci --silent --no-audit --no-fund)
         cp "$dir/package-lock.json" "$dir/node_modules/.installed-lock.json"
     fi
-}
-
-# The state store tests start their own redis-server on a free loopback port (never the
-# machine's Redis): the Debian package when missing, sudo only when not root.
-ensure_redis_server() {
-    local sudo=""
-    command -v redis-server >/dev/null && return
-    [ "$(id -u)" -eq 0 ] || sudo=sudo
-    echo "Installing redis-server with apt-get..." >&2
-    $sudo apt-get update -qq
-    $sudo env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends redis-server >/dev/null
-}
-
-# tests/test_status_browser.py renders the status page in Debian's chromium (driven by
-# playwright, which never downloads a browser of its own): the package when missing.
-ensure_chromium() {
-    local sudo=""
-    command -v chromium >/dev/null && return
-    [ "$(id -u)" -eq 0 ] || sudo=sudo
-    echo "Installing chromium with apt-get..." >&2
-    $sudo apt-get update -qq
-    $sudo env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends chromium >/dev/null
 }
 
 case "${1:-}" in
@@ -60,9 +47,8 @@ serve)
     ;;
 test)
     ensure_venv requirements-dev.txt
+    ensure_apt_packages node:nodejs npm:npm redis-server:redis-server chromium:chromium
     ensure_node_client
-    ensure_redis_server
-    ensure_chromium
     "$VENV/bin/ruff" check .
     "$VENV/bin/ruff" format --check .
     shift
