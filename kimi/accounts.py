@@ -37,6 +37,11 @@ ROTATION_SAVE_RETRY_SECONDS = 0.5
 ROTATION_SAVE_LATER_SECONDS = 1.0
 
 
+def _rotated_key(account_id: str) -> str:
+    """Where the refresh token Kimi rotated an account to is stored."""
+    return f"refresh_token:{account_id}"
+
+
 class Accounts:
     """The accounts a deployment knows, with their tokens kept in the state store."""
 
@@ -88,25 +93,28 @@ class Accounts:
 
     def has_rotated_token(self, credential: Credential) -> bool:
         """Whether a refresh token Kimi rotated to is stored for this credential."""
-        return self.store.get(f"refresh_token:{credential.account_id}") is not None
+        return self._rotated(credential) is not None
 
     def token_claims(self, credential: Credential) -> dict[str, Any]:
         """The JWT claims of the account's current token (the rotated refresh token when Kimi
         rotated it), for the status page's token age: never the token itself."""
         if credential.is_access_token:
             return credential.claims
-        rotated = self.store.get(f"refresh_token:{credential.account_id}")
+        rotated = self._rotated(credential)
         return decode_claims(rotated) if rotated else credential.claims
 
     def invalidate(self, credential: Credential) -> None:
         """Forget the cached access token, so the next call refreshes."""
         self.store.delete(f"access:{credential.account_id}")
 
+    def _rotated(self, credential: Credential) -> str | None:
+        """The refresh token Kimi rotated this account to, if it did: one this process could
+        not store yet, else the stored one."""
+        account_id = credential.account_id
+        return self._unsaved.get(account_id) or self.store.get(_rotated_key(account_id))
+
     def _refresh(self, credential: Credential) -> TokenGrant:
-        key = f"refresh_token:{credential.account_id}"
-        current = (
-            self._unsaved.get(credential.account_id) or self.store.get(key) or credential.token
-        )
+        current = self._rotated(credential) or credential.token
         grant = self.upstream.refresh(current)
         if grant.refresh_token and grant.refresh_token != current:
             # Kimi rotated it: the old one is dead now, for every worker and after restarts.
@@ -124,7 +132,7 @@ class Accounts:
         deadline = time.monotonic() + ROTATION_SAVE_SECONDS
         while True:
             try:
-                self.store.put(f"refresh_token:{credential.account_id}", token)
+                self.store.put(_rotated_key(credential.account_id), token)
             except StateStoreUnavailable:
                 if time.monotonic() < deadline:
                     time.sleep(ROTATION_SAVE_RETRY_SECONDS)
@@ -147,7 +155,7 @@ class Accounts:
             with self._local_lock(credential.account_id):
                 if self._unsaved.get(credential.account_id) != token:
                     return False
-                self.store.put(f"refresh_token:{credential.account_id}", token)
+                self.store.put(_rotated_key(credential.account_id), token)
                 del self._unsaved[credential.account_id]
             return True
 
