@@ -6,6 +6,7 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -24,6 +25,21 @@ def procfile_command() -> str:
         if kind.strip() == "web":
             return command.strip()
     raise AssertionError("Procfile has no web: line")
+
+
+def child_output(script: str, env: dict[str, str] | None = None) -> list[str]:
+    """The lines a Python script printed, run in a child process from the repository root
+    (a monkey-patched one, as a gevent worker is); its failure fails the test."""
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
 
 
 def sse_events(body: bytes | str) -> list:

@@ -6,12 +6,9 @@ process set up by the shipped gunicorn.conf.py, as a gevent worker is."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import child_output
 
 SCRIPT = textwrap.dedent(
     """
@@ -62,16 +59,7 @@ SCRIPT = textwrap.dedent(
 
 def test_the_gevent_worker_resolves_addresses_at_once_and_names_once():
     env = {k: v for k, v in os.environ.items() if k not in ("GEVENT_RESOLVER", "GUNICORN_WORKER")}
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == [
+    assert child_output(SCRIPT, env) == [
         "resolver kimi.green_dns Resolver",
         "address ('127.0.0.1', 443)",
         "v6 address ('::1', 443)",

@@ -4,12 +4,9 @@ timeout), and TLS sockets untouched. Run in a monkey-patched child process, as a
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import child_output
 
 SCRIPT = textwrap.dedent(
     """
@@ -74,11 +71,7 @@ SCRIPT = textwrap.dedent(
 
 
 def test_client_writes_are_one_send_and_fall_back_to_gevent_when_the_buffer_is_full():
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == [
+    assert child_output(SCRIPT) == [
         "small b'data: one' by gevent []",
         "big True rest by gevent True",
         "timed out",

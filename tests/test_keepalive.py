@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 import threading
-from pathlib import Path
 
 import pytest
+from helpers import child_output
 
 from kimi.errors import ServiceShuttingDown, UpstreamError
 from kimi.keepalive import KEEPALIVE, QUEUE_SIZE, KeepAliveStream
@@ -187,15 +185,7 @@ GEVENT_SCRIPT = textwrap.dedent(
 
 
 def test_under_gevent_the_consumer_reads_after_the_first_content_and_keepalives_go_beside():
-    result = subprocess.run(
-        [sys.executable, "-c", GEVENT_SCRIPT],
-        cwd=Path(__file__).resolve().parent.parent,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == [
+    assert child_output(GEVENT_SCRIPT) == [
         "received ['a', 'b']",
         "read by the consumer True",
         "keep-alives in the silence True {b': ka'}",

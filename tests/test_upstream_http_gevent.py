@@ -5,12 +5,9 @@ tests/test_upstream_http.py."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import child_output
 
 SCRIPT = textwrap.dedent(
     """
@@ -56,11 +53,7 @@ SCRIPT = textwrap.dedent(
 
 
 def test_streamed_bodies_under_gevent_arrive_whole_and_time_out_when_silent():
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    lines = dict(line.split(" ", 1) for line in result.stdout.splitlines() if " " in line)
+    lines = dict(line.split(" ", 1) for line in child_output(SCRIPT) if " " in line)
     assert lines["whole"] == "True True"
     assert lines["connections"] == "1"  # the connection went back to the pool after each body
     assert lines["silent"] == "UpstreamTimeout"  # 1 s of silence, a 0.2 s read timeout
