@@ -166,6 +166,21 @@ def test_anthropic_streams_get_ping_events_in_their_silences(gunicorn_server, ac
     assert kinds[-1] == "event: message_stop"
 
 
+def test_an_answer_cut_after_the_hand_over_ends_with_an_error_and_its_chat_goes(
+    gunicorn_server, account, emulator
+):
+    """The response's own greenlet reads Kimi after the first text: a connection cut there is
+    still the client's in-stream error (never a [DONE]), and the one-shot chat still goes."""
+    url, _ = gunicorn_server
+    emulator.state.add_fault("cut")
+    status, _, pieces = finished_stream(url, account.refresh_token)
+    events = sse_events(b"".join(pieces))
+    assert status == 200
+    assert "[DONE]" not in events
+    assert events[-1]["error"]["type"] == "upstream_error"
+    assert wait_until(lambda: one_chat(emulator)["deleted"], LEFT_CLIENT_CLEANUP_SECONDS)
+
+
 @pytest.fixture
 def many_sockets():
     """Room in this process's file-descriptor limit for a socket per stream, both ends."""
