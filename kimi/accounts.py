@@ -7,12 +7,13 @@ Choosing an account per turn, cool-downs and failures live in ``pool.AccountPool
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .errors import StateStoreUnavailable, UpstreamAuthRejected
@@ -76,20 +77,27 @@ class Accounts:
         cached = self._cached_grant(credential)
         if cached is not None:
             return self._session(credential, cached), False
-        with self._local_lock(credential.account_id):
-            with store_lock(self.store, f"refresh:{credential.account_id}", ttl=REFRESH_LOCK_TTL):
-                cached = self._cached_grant(credential)
-                if cached is not None:
-                    return self._session(credential, cached), False
-                return self._session(credential, self._refresh(credential)), True
+        with self._refresh_lock(credential):
+            cached = self._cached_grant(credential)
+            if cached is not None:
+                return self._session(credential, cached), False
+            return self._session(credential, self._refresh(credential)), True
 
     def refresh_now(self, credential: Credential) -> tuple[Session, TokenGrant]:
         """Refresh even while a cached access token is good, storing a rotated refresh token
         like any refresh (``python -m kimi doctor`` tests the refresh itself)."""
-        with self._local_lock(credential.account_id):
-            with store_lock(self.store, f"refresh:{credential.account_id}", ttl=REFRESH_LOCK_TTL):
-                grant = self._refresh(credential)
+        with self._refresh_lock(credential):
+            grant = self._refresh(credential)
         return self._session(credential, grant), grant
+
+    @contextlib.contextmanager
+    def _refresh_lock(self, credential: Credential) -> Iterator[None]:
+        """One refresh of this account at a time: in this process, then across its workers and
+        instances (a rotated refresh token may be spent only once)."""
+        account_id = credential.account_id
+        with self._local_lock(account_id):
+            with store_lock(self.store, f"refresh:{account_id}", ttl=REFRESH_LOCK_TTL):
+                yield
 
     def has_rotated_token(self, credential: Credential) -> bool:
         """Whether a refresh token Kimi rotated to is stored for this credential."""
