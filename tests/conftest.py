@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +18,7 @@ from helpers import (
     ROOT,
     LiveServer,
     free_port,
-    procfile_command,
+    procfile_argv,
     refusing_route,
     wait_until_serving,
 )
@@ -197,8 +195,7 @@ def gunicorn_server(request: pytest.FixtureRequest, emulator: EmulatorServer, tm
     more environment (``KEEPALIVE_SECONDS``, ``WEB_CONCURRENCY``...) as a dict with
     ``parametrize("gunicorn_server", [{...}], indirect=True)``.
     """
-    argv = shlex.split(procfile_command())
-    argv[0] = str(Path(sys.executable).with_name(argv[0]))
+    argv = procfile_argv()
     port = free_port()
     env = {
         **os.environ,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,13 @@ def child_output(script: str, env: dict[str, str] | None = None) -> list[str]:
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()
+
+
+def procfile_argv() -> list[str]:
+    """The Procfile's web command as argv, its gunicorn the one of this Python's environment."""
+    argv = shlex.split(procfile_command())
+    argv[0] = str(Path(sys.executable).with_name(argv[0]))
+    return argv
 
 
 def sse_events(body: bytes | str) -> list:
@@ -91,12 +100,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until_serving(url: str, process: subprocess.Popen, timeout: float = 30) -> None:
-    """Poll ``url``/ping until the server ``process`` answers; its output if it died instead."""
+def wait_until_serving(
+    url: str,
+    process: subprocess.Popen,
+    timeout: float = 30,
+    output: Callable[[], str] | None = None,
+) -> None:
+    """Poll ``url``/ping until the server ``process`` answers; its output if it died instead
+    (``output()`` when it writes elsewhere than its stdout pipe)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(process.stdout.read().decode())
+            raise RuntimeError(output() if output else process.stdout.read().decode())
         try:
             if requests.get(url + "/ping", timeout=2).ok:
                 return

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -32,11 +30,12 @@ import yaml
 from helpers import (
     ROOT,
     free_port,
-    procfile_command,
+    procfile_argv,
     sse_events,
     streamed_text,
     upstream_calls,
     wait_until,
+    wait_until_serving,
 )
 
 from kimi import accounts as accounts_module
@@ -101,16 +100,7 @@ class Instance:
         return requests.get(self.url + "/healthz", headers=HEADERS, timeout=HANG_SECONDS)
 
     def wait_until_serving(self) -> None:
-        deadline = time.monotonic() + START_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited:\n{self.output()}")
-            try:
-                if requests.get(self.url + "/ping", timeout=2).ok:
-                    return
-            except (requests.ConnectionError, requests.Timeout):
-                time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not start:\n{self.output()}")
+        wait_until_serving(self.url, self.process, START_SECONDS, output=self.output)
 
     def kill(self) -> None:
         """SIGKILL the master and its workers at once, as a host or container dies."""
@@ -129,8 +119,7 @@ def start_instances(emulator, redis_server, tmp_path, protocol):
     """``start(tokens, redis=..., workers=(1, 1), **env)``: gunicorn instances sharing one Redis
     under a key prefix of this test's own; each is killed (by its process group) at the end."""
     started: list[Instance] = []
-    argv = shlex.split(procfile_command())  # gunicorn -c gunicorn.conf.py app:app
-    argv[0] = str(Path(sys.executable).with_name(argv[0]))
+    argv = procfile_argv()  # gunicorn -c gunicorn.conf.py app:app
 
     def start(tokens, *, redis=None, workers=(1, 1), **env: str) -> list[Instance]:
         shared = {
