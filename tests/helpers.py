@@ -44,6 +44,19 @@ def child_output(script: str, env: dict[str, str] | None = None) -> list[str]:
     return result.stdout.splitlines()
 
 
+def error_of(response) -> dict:
+    """The OpenAI error object of a test client's response, with its four fields and words."""
+    body = response.get_json()
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert body["error"]["message"]
+    return body["error"]
+
+
+def pool_auth(*accounts) -> dict[str, str]:
+    """An Authorization header naming these accounts' tokens: the request's own pool."""
+    return {"Authorization": "Bearer " + ",".join(a.refresh_token for a in accounts)}
+
+
 def procfile_argv() -> list[str]:
     """The Procfile's web command as argv, its gunicorn the one of this Python's environment."""
     argv = shlex.split(procfile_command())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import requests
-from helpers import chat, sse_events, upstream_calls, wait_until
+from helpers import chat, pool_auth, sse_events, upstream_calls, wait_until
 
 from kimi.settings import PROTOCOLS
 
@@ -82,7 +82,7 @@ def test_continuation_uses_the_owning_account_whatever_the_pool_order(
         conversation_id="none",
     ).get_json()
     for order in ([bob, alice], [alice, bob], [bob, alice]):
-        header = {"Authorization": "Bearer " + ",".join(a.refresh_token for a in order)}
+        header = pool_auth(*order)
         response = chat(client, header, content="again", conversation_id=first["id"])
         assert response.status_code == 200, response.get_json()
     turns = upstream_calls(emulator, "ChatService/Chat")

@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from helpers import chat, sse_events, streamed_text
+from helpers import chat, error_of, sse_events, streamed_text
 
 from kimi import create_app
-
-
-def error_of(response) -> dict:
-    body = response.get_json()
-    assert set(body["error"]) == {"message", "type", "param", "code"}
-    assert body["error"]["message"]
-    return body["error"]
 
 
 @pytest.mark.parametrize(

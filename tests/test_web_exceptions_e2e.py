@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import openai
 import pytest
-from helpers import chat, sse_events, streamed_text, upstream_calls
+from helpers import chat, pool_auth, sse_events, streamed_text, upstream_calls
 
 from kimi.settings import MAX_ACCOUNTS_TRIED
 from kimi_emulator.stream_failures import EXCEPTION_KINDS
@@ -21,8 +21,7 @@ def chat_users(emulator) -> list[str]:
 
 
 def pool_header(new_account, size: int) -> dict[str, str]:
-    tokens = ",".join(new_account(f"user{i}").refresh_token for i in range(size))
-    return {"Authorization": f"Bearer {tokens}"}
+    return pool_auth(*(new_account(f"user{i}") for i in range(size)))
 
 
 def answer(response, stream: bool) -> tuple[str, str | None]:

@@ -4,7 +4,7 @@ error body before the answer starts, an in-stream error after it, never a silent
 from __future__ import annotations
 
 import pytest
-from helpers import chat, sse_events, streamed_text, upstream_calls
+from helpers import chat, error_of, sse_events, streamed_text, upstream_calls
 
 from kimi_emulator.stream_failures import ERROR_KINDS
 
@@ -23,12 +23,6 @@ BEFORE_TEXT = [
 
 def localized(kind: str) -> str:
     return ERROR_KINDS[kind][2]
-
-
-def error_of(response) -> dict:
-    body = response.get_json()
-    assert set(body["error"]) == {"message", "type", "param", "code"}
-    return body["error"]
 
 
 def chat_calls(emulator) -> list[dict]:

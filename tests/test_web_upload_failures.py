@@ -13,7 +13,7 @@ import time
 
 import pytest
 from flask import Flask, Response
-from helpers import LiveServer, chat, sse_events, streamed_text, upstream_calls
+from helpers import LiveServer, chat, pool_auth, sse_events, streamed_text, upstream_calls
 
 from kimi import create_app
 from kimi.files.sources import SPOOL_IN_MEMORY_BYTES
@@ -46,10 +46,6 @@ def big_source():
 @pytest.fixture
 def files_client(make_settings):
     return create_app(make_settings(allow_private_file_urls=True)).test_client()
-
-
-def bearer(*accounts) -> dict[str, str]:
-    return {"Authorization": "Bearer " + ",".join(a.refresh_token for a in accounts)}
 
 
 def data_url(data: bytes, media_type: str = "image/png") -> str:
@@ -95,7 +91,7 @@ def warm_up(client, headers, emulator) -> None:
 def test_a_token_expired_at_the_upload_is_refreshed_once_and_the_upload_sent_again(
     files_client, account, emulator, stream
 ):
-    headers = bearer(account)
+    headers = pool_auth(account)
     warm_up(files_client, headers, emulator)
     emulator.state.add_fault("upload_unauthorized")
     text = reply(ask(files_client, headers, image(data_url(PNG)), stream=stream), stream)
@@ -108,7 +104,7 @@ def test_a_token_expired_at_the_upload_is_refreshed_once_and_the_upload_sent_aga
 def test_an_upload_refused_after_the_refresh_too_is_401_and_kimi_is_not_asked(
     files_client, account, emulator
 ):
-    headers = bearer(account)
+    headers = pool_auth(account)
     warm_up(files_client, headers, emulator)
     emulator.state.add_fault("upload_unauthorized", times=2)
     response = ask(files_client, headers, image(data_url(PNG)))
@@ -126,7 +122,7 @@ def test_a_rate_limited_upload_fails_over_to_another_account_before_any_byte(
     emulator.state.add_fault("upload_limit", user_id=limited.user_id)
     # The pool starts with the first account of the header.
     text = reply(
-        ask(files_client, bearer(limited, spare), image(data_url(PNG)), stream=stream), stream
+        ask(files_client, pool_auth(limited, spare), image(data_url(PNG)), stream=stream), stream
     )
     assert "image.png (2056 bytes" in text
     assert statuses(emulator, UPLOAD) == [429, 200]
@@ -140,7 +136,7 @@ def test_a_rate_limited_upload_with_no_account_left_is_429_with_retry_after(
     files_client, account, emulator
 ):
     emulator.state.add_fault("upload_limit")
-    response = ask(files_client, bearer(account), image(data_url(PNG)), stream=True)
+    response = ask(files_client, pool_auth(account), image(data_url(PNG)), stream=True)
     assert response.status_code == 429
     assert int(response.headers["Retry-After"]) > 0
     assert response.get_json()["error"]["type"] == "rate_limit_error"
@@ -156,7 +152,7 @@ def test_a_refused_file_call_is_a_502_naming_the_file_never_a_404_about_a_conver
     kimi_refusing, account, emulator, path, status, code
 ):
     client = kimi_refusing(path, status, code, "kimi says no")
-    response = ask(client, bearer(account), named_file(data_url(PNG), "cat.png"))
+    response = ask(client, pool_auth(account), named_file(data_url(PNG), "cat.png"))
     assert response.status_code == 502
     error = response.get_json()["error"]
     assert error["param"] is None and "conversation" not in error["message"]
@@ -188,7 +184,7 @@ def test_a_file_that_cannot_be_used_is_a_400_naming_it(
     make_settings, account, emulator, part, code, named
 ):
     client = create_app(make_settings(max_file_mb=0.001)).test_client()
-    response = ask(client, bearer(account), image(data_url(b"fine")), part)
+    response = ask(client, pool_auth(account), image(data_url(b"fine")), part)
     assert response.status_code == 400
     error = response.get_json()["error"]
     assert error["code"] == code
@@ -198,7 +194,7 @@ def test_a_file_that_cannot_be_used_is_a_400_naming_it(
 
 def test_a_fetched_file_over_max_file_mb_is_a_400_naming_it(make_settings, account, big_source):
     client = create_app(make_settings(allow_private_file_urls=True, max_file_mb=1)).test_client()
-    response = ask(client, bearer(account), {"type": "file", "file_url": {"url": big_source}})
+    response = ask(client, pool_auth(account), {"type": "file", "file_url": {"url": big_source}})
     assert response.status_code == 400
     error = response.get_json()["error"]
     assert error["code"] == "file_too_large" and "'big.pdf'" in error["message"]
@@ -215,7 +211,7 @@ def test_a_one_shot_turn_with_a_file_that_fails_after_its_chat_opened_leaves_no_
     files_client, account, emulator, fault, stream
 ):
     emulator.state.add_fault(fault)
-    response = ask(files_client, bearer(account), image(data_url(PNG)), stream=stream)
+    response = ask(files_client, pool_auth(account), image(data_url(PNG)), stream=stream)
     response.get_data()
     assert len(upstream_calls(emulator, UPLOAD)) == 1
     chats = emulator.state.chats()
@@ -229,7 +225,7 @@ def test_the_same_file_from_two_accounts_is_uploaded_once_per_account(
     files_client, new_account, emulator
 ):
     alice, bob = new_account("alice"), new_account("bob")
-    for headers in (bearer(alice), bearer(bob), bearer(alice), bearer(bob)):
+    for headers in (pool_auth(alice), pool_auth(bob), pool_auth(alice), pool_auth(bob)):
         assert ask(files_client, headers, image(data_url(PNG))).status_code == 200
     owners = sorted(record["user_id"] for record in emulator.state.web_files.snapshot())
     assert owners == sorted([alice.user_id, bob.user_id])
@@ -237,11 +233,11 @@ def test_the_same_file_from_two_accounts_is_uploaded_once_per_account(
 
 def test_an_expired_cache_entry_uploads_the_file_again(make_settings, account, emulator):
     client = create_app(make_settings(web_file_cache_seconds=CACHE_SECONDS)).test_client()
-    assert ask(client, bearer(account), image(data_url(PNG))).status_code == 200
-    assert ask(client, bearer(account), image(data_url(PNG))).status_code == 200
+    assert ask(client, pool_auth(account), image(data_url(PNG))).status_code == 200
+    assert ask(client, pool_auth(account), image(data_url(PNG))).status_code == 200
     assert len(upstream_calls(emulator, UPLOAD)) == 1
     time.sleep(CACHE_SECONDS + 0.1)
-    assert ask(client, bearer(account), image(data_url(PNG))).status_code == 200
+    assert ask(client, pool_auth(account), image(data_url(PNG))).status_code == 200
     assert len(upstream_calls(emulator, UPLOAD)) == 2
 
 
@@ -250,7 +246,7 @@ def test_web_file_cache_seconds_zero_uploads_every_time(make_settings, account, 
     assert settings.web_file_cache_seconds == 0
     client = create_app(make_settings(web_file_cache_seconds=0)).test_client()
     for _ in range(3):
-        assert ask(client, bearer(account), image(data_url(PNG))).status_code == 200
+        assert ask(client, pool_auth(account), image(data_url(PNG))).status_code == 200
     assert len(upstream_calls(emulator, UPLOAD)) == 3
 
 
@@ -262,7 +258,7 @@ def test_the_cache_lives_in_redis_with_its_expiry(
         state_url=redis_server.url, redis_prefix=prefix, web_file_cache_seconds=3600
     )
     alice, bob = new_account("alice"), new_account("bob")
-    for headers in (bearer(alice), bearer(alice), bearer(bob)):
+    for headers in (pool_auth(alice), pool_auth(alice), pool_auth(bob)):
         # A new app each time: what is remembered lives in Redis, not in the process.
         client = create_app(settings).test_client()
         assert ask(client, headers, image(data_url(PNG))).status_code == 200
