@@ -8,12 +8,12 @@ that mark ``request.stream`` reads as empty for a body without ``Content-Length`
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, jsonify, request
 
+from .bodies import READ_SIZE, HashingSink, drain_body, sent_chunked
 from .call_log import note_caller, record_call_status, record_upload_arrival
 from .context import current_state
 from .errors import UPLOAD_FORBIDDEN, EmulatorError
@@ -27,13 +27,11 @@ bp.before_request(record_upload_arrival)
 bp.after_request(record_call_status)
 
 UPLOAD_PREFIX = "_upload/"
-READ_SIZE = 64 * 1024
 
 
 @bp.errorhandler(EmulatorError)
 def answer_emulator_error(error: EmulatorError) -> Response:
-    # A socket closed with unread data is reset, and the client may lose the answer with it.
-    _discard_body()
+    drain_body()
     return error.to_legacy_response()
 
 
@@ -57,21 +55,13 @@ def receive_upload(object_name: str) -> Response:
 
 
 def _measure_body() -> UploadReceipt:
-    digest = hashlib.sha256()
-    size = 0
+    sink = HashingSink()
     while chunk := request.stream.read(READ_SIZE):
-        digest.update(chunk)
-        size += len(chunk)
-    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+        sink.write(chunk)
     return UploadReceipt(
-        size=size,
-        sha256=digest.hexdigest(),
+        size=sink.size,
+        sha256=sink.digest.hexdigest(),
         content_type=request.headers.get("Content-Type"),
-        chunked=chunked,
+        chunked=sent_chunked(),
         content_length=request.headers.get("Content-Length"),
     )
-
-
-def _discard_body() -> None:
-    while request.stream.read(READ_SIZE):
-        pass

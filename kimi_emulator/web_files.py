@@ -7,7 +7,6 @@ large file costs no memory and the call log never holds it. Errors take the Conn
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import replace
@@ -16,7 +15,7 @@ from typing import IO, Any
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.formparser import FormDataParser
 
-from .bodies import json_body
+from .bodies import HashingSink, drain_body, json_body, sent_chunked
 from .call_log import authenticated_user, record_call_status, record_upload_arrival
 from .context import current_state
 from .errors import EmulatorError
@@ -34,15 +33,12 @@ bp.after_request(record_call_status)
 UPLOAD_PATH = "/apiv2-files/file/upload"
 PROGRESS_PATH = "/apiv2-files/kimi.gateway.file.v1.FileService/GetFileParseProgress"
 UPLOAD_FIELD = "file"
-READ_SIZE = 64 * 1024
 HASH_SHOWN = 12  # hex digits of a file's SHA-256 that a reply shows
 
 
 @bp.errorhandler(EmulatorError)
 def answer_emulator_error(error: EmulatorError) -> Response:
-    # A socket closed with unread data is reset, and the client may lose the answer with it.
-    while request.stream.read(READ_SIZE):
-        pass
+    drain_body()
     return error.to_response()
 
 
@@ -147,7 +143,7 @@ def _receive() -> WebUploadReceipt:
         size=sink.size,
         sha256=sink.digest.hexdigest(),
         content_length=request.headers.get("Content-Length"),
-        chunked="chunked" in request.headers.get("Transfer-Encoding", "").lower(),
+        chunked=sent_chunked(),
     )
 
 
@@ -165,22 +161,3 @@ def _file_object(web_file: WebFile) -> dict[str, Any]:
         "blob": {"signUrl": "", "previewUrl": ""},
         "parseResult": {},
     }
-
-
-class HashingSink:
-    """Where the form parser writes a file part: only its size and hash are kept."""
-
-    def __init__(self) -> None:
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self.digest.update(data)
-        self.size += len(data)
-        return len(data)
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return 0  # the parser rewinds a finished part; there is nothing to rewind
-
-    def read(self, size: int = -1) -> bytes:
-        return b""
